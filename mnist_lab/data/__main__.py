@@ -1,0 +1,20 @@
+"""Fetch, verify and cache MNIST: `python -m mnist_lab.data [--data-dir DIR]`."""
+
+import sys
+
+from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
+from mnist_lab.data.sources import keras_cache_path, load_mnist
+
+
+def main():
+    parser = ArgumentParser(prog="python -m mnist_lab.data", description=__doc__)
+    parser.add_argument("--data-dir", help="folder with the four IDX files or mnist.npz (default: the Keras cache, then the network sources)")
+    args = parser.parse_args()
+    quiet_tensorflow_import()  # keras.datasets is one of the sources
+    data = load_mnist(args.data_dir)
+    print(f"train {data.x_train.shape}, test {data.x_test.shape}; cache: {keras_cache_path()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,13 @@
+"""Errors a user can fix. Entry points print them as one line on stderr and exit non-zero."""
+
+
+class UserError(Exception):
+    """Something the user supplied (a flag, a file, a folder) cannot work; the message says why."""
+
+
+class DataError(UserError):
+    """A dataset file is missing, malformed, or not what it claims to be."""
+
+
+class ModelError(UserError):
+    """A saved model cannot be loaded or does not fit the MNIST input."""

@@ -1,0 +1,181 @@
+"""Evaluate exported SavedModels on the MNIST test set: reports, plots, one comparison table.
+
+`evaluate(config)` is what `python evaluate.py` runs. Models are loaded through TensorFlow's
+SavedModel API, exactly as a server would load them, not from their `.keras` files.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import tensorflow as tf
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+from mnist_lab import export, plots
+from mnist_lab.data import load_mnist
+from mnist_lab.data.pipeline import to_model_input
+from mnist_lab.errors import ModelError, UserError
+from models import INPUT_SHAPE, NUM_CLASSES
+
+GRID_SIZE = 50  # test images shown in the predictions grid
+WORST_SIZE = 30  # most confident mistakes shown
+
+
+@dataclass
+class EvalConfig:
+    models_dir: str = "saved_models"
+    models: List[str] = field(default_factory=list)  # empty: every model in models_dir
+    data_dir: Optional[str] = None
+    reports_dir: str = "reports"
+    batch_size: int = 1000
+
+
+class SavedModelClassifier:
+    """A SavedModel's `serving_default` signature, checked to take MNIST images."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.name = self.folder.name
+        if not (self.folder / "saved_model.pb").is_file():
+            raise ModelError(f"{self.name}: {self.folder} is not a SavedModel (no saved_model.pb)")
+        try:
+            self._loaded = tf.saved_model.load(str(self.folder))
+        except Exception as error:  # TensorFlow raises many types for a damaged folder
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ModelError(f"{self.name}: cannot load the SavedModel in {self.folder} ({reason})") from None
+        self._signature = self._loaded.signatures.get("serving_default")
+        if self._signature is None:
+            raise ModelError(f"{self.name}: the SavedModel has no serving_default signature")
+        inputs = self._signature.structured_input_signature[1]
+        expected = tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)
+        if len(inputs) != 1 or not all(spec.dtype == tf.float32
+                                       and spec.shape.is_compatible_with(expected.shape)
+                                       for spec in inputs.values()):
+            found = ", ".join(f"{key} {spec.dtype.name} {spec.shape}" for key, spec in inputs.items())
+            raise ModelError(f"{self.name}: its input does not fit MNIST: it takes {found or 'nothing'}, "
+                             f"expected one float32 tensor of shape (None, 28, 28, 1)")
+        self._input_name = next(iter(inputs))
+        outputs = self._signature.structured_outputs
+        self._output_name = export.SERVING_OUTPUT if export.SERVING_OUTPUT in outputs else next(iter(outputs))
+
+    def predict(self, images, batch_size=1000):
+        """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
+        batches = [self._signature(**{self._input_name: tf.constant(images[i:i + batch_size])})[self._output_name].numpy()
+                   for i in range(0, len(images), batch_size)]
+        probabilities = np.concatenate(batches)
+        if probabilities.shape != (len(images), NUM_CLASSES):
+            raise ModelError(f"{self.name}: its output has shape {probabilities.shape}, "
+                             f"expected ({len(images)}, {NUM_CLASSES})")
+        return probabilities
+
+    def parameter_count(self):
+        return int(sum(np.prod(variable.shape) for variable in self._loaded.variables))
+
+
+def find_model_folders(config):
+    models_dir = Path(config.models_dir)
+    hint = "train one first, e.g. `python train.py --model cnn`"
+    if not models_dir.is_dir():
+        raise UserError(f"--models-dir {models_dir}: no such folder; {hint}")
+    if config.models:
+        folders = [models_dir / name for name in config.models]
+        missing = [folder.name for folder in folders if not folder.is_dir()]
+        if missing:
+            available = sorted(f.name for f in models_dir.iterdir() if f.is_dir() and not f.name.startswith("."))
+            raise UserError(f"no trained model {', '.join(missing)} in {models_dir}/ "
+                            f"(found: {', '.join(available) or 'none'}); train it with "
+                            f"`python train.py --model {missing[0]}`")
+        return folders
+    folders = sorted(f for f in models_dir.iterdir() if f.is_dir() and not f.name.startswith("."))
+    if not folders:
+        raise UserError(f"no trained models in {models_dir}/; {hint}")
+    return folders
+
+
+def write_reports(name, images, labels, probabilities, report, matrix, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    predicted = probabilities.argmax(axis=1)
+    (folder / "classification_report.txt").write_text(
+        f"{name} on {len(labels)} test images\n\n{report}\nconfusion matrix (rows: true, columns: predicted)\n"
+        f"{np.array2string(matrix, max_line_width=200)}\n")
+    plots.confusion_matrix(matrix, folder / "confusion_matrix.png", f"{name}: confusion matrix")
+
+    shown = np.arange(min(GRID_SIZE, len(labels)))
+    plots.image_grid(images[shown], [f"{labels[i]} → {predicted[i]}" for i in shown],
+                     predicted[shown] != labels[shown], folder / "predictions.png",
+                     f"{name}: first {len(shown)} test images (true → predicted, mistakes in red)")
+
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:WORST_SIZE]
+    plots.image_grid(images[worst], [f"{labels[i]} → {predicted[i]} {probabilities[i, predicted[i]]:.2f}" for i in worst],
+                     np.ones(len(worst), bool), folder / "mistakes.png",
+                     f"{name}: the {len(worst)} most confident mistakes (true → predicted, probability)")
+
+
+def evaluate_folder(folder, data, config, log=print):
+    """Evaluate one SavedModel folder; write its reports; return its row for the table."""
+    classifier = SavedModelClassifier(folder)
+    name = classifier.name
+    metadata = export.read_metadata(folder)
+    trained_on = metadata.get("data", {}).get("fingerprint_sha256")
+    if trained_on and trained_on != data.fingerprint:
+        log(f"note: {name} was trained on {metadata['data'].get('source')}, not on {data.source}")
+
+    images = to_model_input(data.x_test)
+    classifier.predict(images[:config.batch_size], config.batch_size)  # warm-up: trace the graph once
+    start = time.perf_counter()
+    probabilities = classifier.predict(images, config.batch_size)
+    seconds = time.perf_counter() - start
+
+    labels = data.y_test
+    predicted = probabilities.argmax(axis=1)
+    report = classification_report(labels, predicted, labels=range(NUM_CLASSES), digits=4, zero_division=0)
+    matrix = confusion_matrix(labels, predicted, labels=range(NUM_CLASSES))
+    log(f"\n=== {name} ===\n{report}\nconfusion matrix (rows: true, columns: predicted)\n{matrix}")
+    write_reports(name, data.x_test, labels, probabilities, report, matrix, Path(config.reports_dir) / name)
+
+    return {
+        "model": name,
+        "test_accuracy": float(np.mean(predicted == labels)),
+        "macro_f1": float(f1_score(labels, predicted, average="macro", labels=range(NUM_CLASSES), zero_division=0)),
+        "parameters": metadata.get("parameters", classifier.parameter_count()),
+        "epochs": metadata.get("epochs_run"),
+        "training_seconds": metadata.get("training_seconds"),
+        "images_per_second": len(images) / seconds,
+    }
+
+
+def format_table(rows):
+    """The comparison table, in Markdown (readable as plain text too)."""
+    lines = ["| model | test accuracy | macro F1 | parameters | epochs | training time | inference images/s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: -r["test_accuracy"]):
+        trained = f"{row['training_seconds']:.0f} s" if row["training_seconds"] is not None else "?"
+        lines.append(f"| {row['model']} | {100 * row['test_accuracy']:.2f} % | {row['macro_f1']:.4f} | "
+                     f"{row['parameters']:,} | {row['epochs'] or '?'} | {trained} | {row['images_per_second']:,.0f} |")
+    return "\n".join(lines)
+
+
+def evaluate(config, log=print, error_log=None):
+    """Evaluate every requested model; a broken one is reported and the rest still evaluated.
+
+    Returns (rows, failures): the table rows and one message per model that could not be evaluated.
+    """
+    folders = find_model_folders(config)
+    data = load_mnist(config.data_dir, log=log)
+    rows, failures = [], []
+    for folder in folders:
+        try:
+            rows.append(evaluate_folder(folder, data, config, log))
+        except ModelError as error:
+            failures.append(str(error))
+            (error_log or log)(f"error: {error}")
+    if rows:
+        table = format_table(rows)
+        reports = Path(config.reports_dir)
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / "summary.md").write_text(f"Test set: {len(data.y_test)} images from {data.source}\n\n{table}\n")
+        log(f"\n{table}\n\nreports written to {reports}/")
+    return rows, failures

@@ -1,0 +1,69 @@
+"""Writing a trained model to `saved_models/<model>/` so that nothing good is ever half-replaced.
+
+The folder is a TensorFlow SavedModel (`serving_default`: `image` float32 (None, 28, 28, 1) in
+[0, 1] -> `probabilities` (None, 10)), with `model.keras`, `metadata.json`, `history.csv` and
+`curves.png` beside it. Everything is written to a hidden temporary folder first, then swapped in.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from models import INPUT_SHAPE
+
+SERVING_INPUT = "image"
+SERVING_OUTPUT = "probabilities"
+METADATA_FILE = "metadata.json"
+
+
+def export_savedmodel(model, path):
+    """Export `model` as a SavedModel whose `serving_default` signature takes `image`."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda image: {SERVING_OUTPUT: model(image, training=False)},
+        input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=SERVING_INPUT)],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def is_model_folder(path):
+    return (Path(path) / "saved_model.pb").is_file() or (Path(path) / METADATA_FILE).is_file()
+
+
+def staging_folder(output):
+    """A fresh hidden folder beside `output` (same filesystem, so the final rename is atomic)."""
+    output = Path(output)
+    staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def replace_folder(new, final):
+    """Put the complete folder `new` at `final`; the old one is removed only after the swap."""
+    new, final = Path(new), Path(final)
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.rename(final, old)
+    os.rename(new, final)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def write_json(data, path):
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_metadata(folder):
+    """A model folder's metadata.json as a dict, or {} when it is missing or unreadable."""
+    try:
+        return json.loads((Path(folder) / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return {}

