@@ -16,7 +16,7 @@ quiet_tensorflow_import()
 
 from mnist_lab.data.pipeline import VALIDATION_SIZE  # noqa: E402
 from mnist_lab.training import DEFAULT_SEED, TrainConfig, train  # noqa: E402
-from models import DEFAULT_MODEL, REGISTRY  # noqa: E402
+from models import DEFAULT_MODEL, OPTIMIZERS, REGISTRY, SCHEDULES  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -29,6 +29,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=positive_int, help="batch size (default: the model's recipe)")
     parser.add_argument("--learning-rate", type=positive_float,
                         help="initial learning rate (default: the model's recipe)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: the model's recipe)")
+    parser.add_argument("--schedule", choices=SCHEDULES,
+                        help="learning-rate schedule; cosine decays to 0 over the run (default: the model's recipe)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
                         help="random rotation/shift/zoom of training images (default: the model's recipe)")
     parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,

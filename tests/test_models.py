@@ -1,0 +1,69 @@
+"""Every registered model builds, maps (N, 28, 28, 1) images to (N, 10) probabilities, and has its pinned size."""
+
+import keras
+import numpy as np
+import pytest
+
+from models import INPUT_SHAPE, OPTIMIZERS, REGISTRY, SCHEDULES
+from models.mlp import build_mlp
+
+# Pinned parameter counts: a change here is a change of architecture, and the README table with it.
+PARAMETERS = {
+    "mlp": 266_610,
+    "advanced_mlp": 570_122,
+    "simple_cnn": 54_170,
+    "cnn": 225_034,
+    "cnn_dropout": 225_034,
+    "lenet5": 61_706,
+    "deep_cnn": 326_826,
+}
+
+
+def test_every_model_has_a_pinned_parameter_count():
+    assert set(PARAMETERS) == set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_model_builds_and_outputs_probabilities(name):
+    model = REGISTRY[name].build()
+    assert isinstance(model, keras.Model) and model.name == name
+    assert model.input_shape == (None, *INPUT_SHAPE)
+    assert model.count_params() == PARAMETERS[name]
+
+    images = np.random.default_rng(0).random((4, *INPUT_SHAPE), dtype=np.float32)
+    probabilities = np.asarray(model(images, training=False))
+    assert probabilities.shape == (4, 10)
+    assert np.all(probabilities >= 0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_model_holds_no_augmentation(name):
+    """Random image layers act whenever training=True; an exported model must not contain any."""
+    layer_types = {type(layer).__name__ for layer in REGISTRY[name].build().layers}
+    assert not {t for t in layer_types if t.startswith("Random")}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_recipe_is_complete(name):
+    recipe = REGISTRY[name].recipe
+    assert recipe.epochs >= 1 and recipe.batch_size >= 1 and recipe.learning_rate > 0
+    assert recipe.optimizer in OPTIMIZERS and recipe.schedule in SCHEDULES
+
+
+def test_mlp_builder_takes_its_hyperparameters():
+    model = build_mlp(hidden_units=(64, 32, 16), activation="tanh", dropout=0.2, batch_norm=True)
+    layer_types = [type(layer).__name__ for layer in model.layers]
+    assert layer_types.count("Dense") == 4
+    assert layer_types.count("BatchNormalization") == 3
+    assert layer_types.count("Dropout") == 3
+    assert model.count_params() == (784 * 64 + 64 * 32 + 32 * 16 + 16 * 10 + 10  # weights, output bias
+                                    + 4 * (64 + 32 + 16))  # BatchNorm: gamma, beta, mean, variance
+
+
+def test_the_default_model_is_the_classic_cnn():
+    from models import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == "cnn"
+    recipe = REGISTRY["cnn"].recipe
+    assert (recipe.optimizer, recipe.batch_size, recipe.epochs) == ("adam", 64, 5)
