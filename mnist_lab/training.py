@@ -48,7 +48,7 @@ class TrainConfig:
     subset: Optional[int] = None
     validation_size: int = VALIDATION_SIZE
     tensorboard: Optional[str] = None
-    verbose: int = 1 if sys.stdout.isatty() else 2  # progress bar on a terminal, else a line per epoch
+    verbose: Optional[int] = None  # Keras' fit verbosity; None: a progress bar on a terminal, else a line per epoch
 
     def recipe(self):
         """The model's recipe with this run's overrides applied."""
@@ -175,8 +175,9 @@ def train(config, log=print):
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
     start = time.perf_counter()
+    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
     history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
-                        callbacks=callbacks, verbose=config.verbose,
+                        callbacks=callbacks, verbose=verbose,
                         shuffle=False).history  # train_ds shuffles itself; Keras cannot shuffle a Dataset
     training_seconds = time.perf_counter() - start
     check_finite(history)

@@ -44,7 +44,7 @@ class ModelSpec:
 
 REGISTRY = {
     "mlp": ModelSpec(
-        build_mlp, Recipe(epochs=20, batch_size=128),
+        build_mlp, Recipe(epochs=8, batch_size=128),  # validation loss is lowest at epoch 8
         "MLP, 300-100 hidden units, ReLU",
         "LeCun et al. 1998: 2.95-3.05 % error (96.95-97.05 %)",
     ),
@@ -69,7 +69,8 @@ REGISTRY = {
         "reference 002: no figure reported",
     ),
     "lenet5": ModelSpec(
-        build_lenet5, Recipe(epochs=15, batch_size=128),
+        # Validation: 98.47 % with a constant 1e-3, batch 128, 15 epochs; 98.73 % with this recipe.
+        build_lenet5, Recipe(epochs=20, batch_size=64, learning_rate=2e-3, schedule="cosine"),
         "LeNet-5: tanh, average-pool subsampling",
         "reference 004: 98.96 %; LeCun et al. 1998: 0.95 % error (99.05 %)",
     ),
