@@ -40,7 +40,7 @@ def test_help_states_the_flags_and_defaults(script, expected):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--model", "resnet1000"], ["--model", "invalid choice"]),
-    (["--epochs", "0"], ["--epochs", "positive whole number"]),
+    (["--epochs", "0"], ["--epochs", "whole number >= 1, got 0"]),
     (["--epochs", "ten"], ["--epochs", "'ten'"]),
     (["--batch-size", "-32"], ["--batch-size"]),
     (["--learning-rate", "nan"], ["--learning-rate", "positive finite"]),

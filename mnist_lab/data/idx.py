@@ -91,24 +91,20 @@ def check_pair(images, labels, images_where, labels_where):
         )
 
 
+def read_idx_of_rank(path, ndim, kind, magic):
+    array = read_idx(path)
+    if array.ndim != ndim:
+        raise DataError(f"{path}: an IDX file of {array.ndim} dimension(s), expected {kind} "
+                        f"(magic 0x{magic:08x})")
+    return array
+
+
 def load_idx_images(path):
-    images = read_idx(path)
-    if images.ndim != 3:
-        raise DataError(
-            f"{path}: an IDX file of {images.ndim} dimension(s), expected an image file "
-            f"(magic 0x{IMAGES_MAGIC:08x})"
-        )
-    return check_images(images, path)
+    return check_images(read_idx_of_rank(path, 3, "an image file", IMAGES_MAGIC), path)
 
 
 def load_idx_labels(path):
-    labels = read_idx(path)
-    if labels.ndim != 1:
-        raise DataError(
-            f"{path}: an IDX file of {labels.ndim} dimensions, expected a label file "
-            f"(magic 0x{LABELS_MAGIC:08x})"
-        )
-    return check_labels(labels, path)
+    return check_labels(read_idx_of_rank(path, 1, "a label file", LABELS_MAGIC), path)
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
