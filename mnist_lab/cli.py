@@ -25,7 +25,6 @@ def whole_number(minimum):
             raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text}")
         return value
 
-    parse.__name__ = f"whole number >= {minimum}"  # argparse names the type in some messages
     return parse
 
 

@@ -25,7 +25,7 @@ WORST_SIZE = 30  # most confident mistakes shown
 
 @dataclass
 class EvalConfig:
-    models_dir: str = "saved_models"
+    models_dir: str = export.MODELS_DIR
     models: List[str] = field(default_factory=list)  # empty: every model in models_dir
     data_dir: Optional[str] = None
     reports_dir: str = "reports"
@@ -62,8 +62,12 @@ class SavedModelClassifier:
 
     def predict(self, images, batch_size=1000):
         """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
-        batches = [self._signature(**{self._input_name: tf.constant(images[i:i + batch_size])})[self._output_name].numpy()
-                   for i in range(0, len(images), batch_size)]
+        try:
+            batches = [self._signature(**{self._input_name: tf.constant(images[i:i + batch_size])})[self._output_name].numpy()
+                       for i in range(0, len(images), batch_size)]
+        except (tf.errors.OpError, ValueError, TypeError) as error:
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ModelError(f"{self.name}: failed on MNIST images ({reason})") from None
         probabilities = np.concatenate(batches)
         if probabilities.shape != (len(images), NUM_CLASSES):
             raise ModelError(f"{self.name}: its output has shape {probabilities.shape}, "
@@ -79,6 +83,7 @@ def find_model_folders(config):
     hint = "train one first, e.g. `python train.py --model cnn`"
     if not models_dir.is_dir():
         raise UserError(f"--models-dir {models_dir}: no such folder; {hint}")
+    export.recover_interrupted(models_dir)
     if config.models:
         folders = [models_dir / name for name in config.models]
         missing = [folder.name for folder in folders if not folder.is_dir()]
@@ -158,12 +163,13 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def evaluate(config, log=print, error_log=None):
-    """Evaluate every requested model; a broken one is reported and the rest still evaluated.
+def evaluate(config, log=print):
+    """Evaluate every requested model; a broken one is skipped and the rest still evaluated.
 
     Returns (rows, failures): the table rows and one message per model that could not be evaluated.
     """
     folders = find_model_folders(config)
+    export.check_writable_dir(config.reports_dir, "--reports-dir")
     data = load_mnist(config.data_dir, log=log)
     rows, failures = [], []
     for folder in folders:
@@ -171,7 +177,6 @@ def evaluate(config, log=print, error_log=None):
             rows.append(evaluate_folder(folder, data, config, log))
         except ModelError as error:
             failures.append(str(error))
-            (error_log or log)(f"error: {error}")
     if rows:
         table = format_table(rows)
         reports = Path(config.reports_dir)

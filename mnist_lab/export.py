@@ -13,8 +13,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from mnist_lab.errors import UserError
 from models import INPUT_SHAPE
 
+MODELS_DIR = "saved_models"
 SERVING_INPUT = "image"
 SERVING_OUTPUT = "probabilities"
 METADATA_FILE = "metadata.json"
@@ -34,6 +36,50 @@ def export_savedmodel(model, path):
 
 def is_model_folder(path):
     return (Path(path) / "saved_model.pb").is_file() or (Path(path) / METADATA_FILE).is_file()
+
+
+def check_writable_dir(folder, flag):
+    """Create `folder` if needed and prove we can write in it, before any real work is done."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"{flag} {folder}: cannot write there ({error.strerror})") from None
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_interrupted(models_dir, log=print):
+    """Undo what a killed export left in `models_dir`.
+
+    A model set aside for a swap that never finished (`.cnn.old-PID`) goes back to its place if
+    that place is empty; staging folders of processes that no longer run are removed.
+    """
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return
+    for leftover in sorted(models_dir.glob(".*.*-*")):
+        name, _, tag = leftover.name[1:].rpartition(".")
+        kind, _, pid = tag.partition("-")
+        if kind not in ("old", "tmp") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        target = models_dir / name
+        if kind == "old" and not target.exists():
+            os.rename(leftover, target)
+            log(f"recovered {target}: an earlier export was interrupted while replacing it")
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def staging_folder(output):

@@ -28,7 +28,7 @@ from mnist_lab.errors import UserError
 from models import DEFAULT_MODEL, REGISTRY
 
 DEFAULT_SEED = 42
-MODELS_DIR = Path("saved_models")
+MODELS_DIR = Path(export.MODELS_DIR)
 
 
 @dataclass
@@ -94,19 +94,7 @@ def check_output_dir(output):
     if output.is_dir() and any(output.iterdir()) and not export.is_model_folder(output):
         raise UserError(f"--output {output}: a non-empty folder that is not a saved model; "
                         "choose a new folder or an existing model's folder")
-    check_writable_dir(output.parent, "--output")
-
-
-def check_writable_dir(folder, flag):
-    """Create `folder` if needed and prove we can write in it, before any training time is spent."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise UserError(f"{flag} {folder}: cannot write there ({error.strerror})") from None
+    export.check_writable_dir(output.parent, "--output")
 
 
 def check_finite(history):
@@ -145,6 +133,40 @@ def write_history(history, seconds, path):
                              f"{seconds[epoch]:.2f}"])
 
 
+def provenance(data, splits, model):
+    """The part of a model's metadata that says what it saw and where it was made."""
+    return {
+        "data": {
+            "source": data.source,
+            "checksum_status": data.checksum_status,
+            "verified_mnist": data.verified,
+            "fingerprint_sha256": data.fingerprint,
+            "train_images": len(splits.x_train),
+            "validation_images": len(splits.x_val),
+            "test_images": len(splits.x_test),
+        },
+        "signature": {"name": "serving_default", "input": export.SERVING_INPUT,
+                      "shape": [None, *model.input_shape[1:]], "output": export.SERVING_OUTPUT},
+        **environment(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_model_folder(model, output, metadata, history, epoch_seconds):
+    """SavedModel, model.keras, history, curves and metadata, swapped into `output` only when complete."""
+    staging = export.staging_folder(output)
+    try:
+        export.export_savedmodel(model, staging)
+        model.save(staging / "model.keras")
+        write_history(history, epoch_seconds, staging / "history.csv")
+        plots.training_curves(history, staging / "curves.png", title=metadata["model"])
+        export.write_json(metadata, staging / export.METADATA_FILE)
+        export.replace_folder(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def train(config, log=print):
     """Train, test once, export; return the metadata written beside the model."""
     if config.model not in REGISTRY:
@@ -152,9 +174,10 @@ def train(config, log=print):
     spec = REGISTRY[config.model]
     recipe = config.recipe()
     output = config.output_dir()
+    export.recover_interrupted(output.parent, log)
     check_output_dir(output)
     if config.tensorboard:
-        check_writable_dir(config.tensorboard, "--tensorboard")
+        export.check_writable_dir(config.tensorboard, "--tensorboard")
 
     data = load_mnist(config.data_dir, log=log)
     splits = make_splits(data, config.validation_size, config.subset)
@@ -199,32 +222,9 @@ def train(config, log=print):
         "validation_accuracy": round(float(history["val_accuracy"][-1]), 6),
         "test_accuracy": round(float(test_accuracy), 6),
         "test_loss": round(float(test_loss), 6),
-        "data": {
-            "source": data.source,
-            "checksum_status": data.checksum_status,
-            "verified_mnist": data.verified,
-            "fingerprint_sha256": data.fingerprint,
-            "train_images": len(splits.x_train),
-            "validation_images": len(splits.x_val),
-            "test_images": len(splits.x_test),
-        },
-        "signature": {"name": "serving_default", "input": export.SERVING_INPUT,
-                      "shape": [None, *model.input_shape[1:]], "output": export.SERVING_OUTPUT},
-        **environment(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(data, splits, model),
     }
-
-    staging = export.staging_folder(output)
-    try:
-        export.export_savedmodel(model, staging)
-        model.save(staging / "model.keras")
-        write_history(history, timer.seconds, staging / "history.csv")
-        plots.training_curves(history, staging / "curves.png", title=config.model)
-        export.write_json(metadata, staging / export.METADATA_FILE)
-        export.replace_folder(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    write_model_folder(model, output, metadata, history, timer.seconds)
 
     log(f"{config.model}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "
         f"trained {training_seconds:.1f} s ({len(timer.seconds)} epochs) -> {output}")

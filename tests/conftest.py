@@ -2,16 +2,14 @@
 
 import gzip
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mnist_lab.cli import quiet_tensorflow_import
 
-from mnist_lab.cli import quiet_tensorflow_import  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 quiet_tensorflow_import()
 
@@ -20,7 +18,7 @@ import keras  # noqa: E402
 from mnist_lab.data import sources  # noqa: E402
 
 # Resolved once, before any test points KERAS_HOME elsewhere: CI fills it with `python -m mnist_lab.data`.
-REAL_CACHE = sources.keras_cache_path()
+REAL_CACHES = sources.cache_paths()
 
 
 @pytest.fixture(autouse=True)
@@ -55,9 +53,10 @@ def no_network_sources(monkeypatch):
 @pytest.fixture(scope="session")
 def real_mnist():
     """The official MNIST arrays from the real Keras cache; skipped, saying why, when it is absent."""
-    if not REAL_CACHE.is_file():
-        pytest.skip(f"real MNIST not cached at {REAL_CACHE}; run `python -m mnist_lab.data` first")
-    return sources.load_keras_cache(REAL_CACHE)
+    for cache in REAL_CACHES:
+        if sources.is_valid_cache(cache):
+            return sources.load_cached(cache)
+    pytest.skip(f"real MNIST not cached in {REAL_CACHES[0].parent}; run `python -m mnist_lab.data` first")
 
 
 def write_idx(path, array, compress=False):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, write_idx_dataset
+from tests.conftest import ROOT
 
 
 def run(script, *args, cwd=ROOT, env_home=None):
@@ -42,9 +42,10 @@ def test_help_states_the_flags_and_defaults(script, expected):
     (["--model", "resnet1000"], ["--model", "invalid choice"]),
     (["--epochs", "0"], ["--epochs", "whole number >= 1, got 0"]),
     (["--epochs", "ten"], ["--epochs", "'ten'"]),
-    (["--batch-size", "-32"], ["--batch-size"]),
+    (["--batch-size", "-32"], ["--batch-size", "whole number >= 1, got -32"]),
     (["--learning-rate", "nan"], ["--learning-rate", "positive finite"]),
-    (["--subset", "1e9x"], ["--subset"]),
+    (["--subset", "1e9x"], ["--subset", "whole number >= 1, got '1e9x'"]),
+    (["--optimizer", "adamw"], ["--optimizer", "invalid choice: 'adamw'"]),
     (["--seed", "-1"], ["--seed", ">= 0"]),
     (["--data-dir", "/no/such/folder"], ["--data-dir /no/such/folder: no such folder"]),
     (["--output", "/proc/version"], ["--output /proc/version", "a file"]),
@@ -97,16 +98,41 @@ def test_evaluate_names_a_missing_model(tmp_path):
     assert_one_line_error(done, "no trained model lenet5", "found: mlp", "python train.py --model lenet5")
 
 
-def test_evaluate_reports_a_folder_that_is_not_a_savedmodel(tmp_path, synthetic_dir):
+@pytest.mark.parametrize("args, fragments", [
+    (["--batch-size", "0"], ["--batch-size", "whole number >= 1, got 0"]),
+    (["--models-dir", "/no/such/models"], ["--models-dir /no/such/models: no such folder", "python train.py"]),
+    (["--reports-dir", "/proc/reports"], ["--reports-dir /proc/reports", "cannot write"]),
+    (["--data-dir", "/no/such/data"], ["--data-dir /no/such/data: no such folder"]),
+    (["--colour", "red"], ["unrecognized arguments: --colour red"]),
+])
+def test_evaluate_rejects_bad_flags_in_one_line(args, fragments, tmp_path):
+    (tmp_path / "models" / "cnn").mkdir(parents=True)
+    if "--models-dir" not in args:
+        args = [*args, "--models-dir", tmp_path / "models"]
+    assert_one_line_error(run("evaluate.py", *args, env_home=tmp_path / "keras"), *fragments)
+
+
+def test_evaluate_reports_each_broken_model_in_one_line(tmp_path, synthetic_dir):
     (tmp_path / "models" / "junk").mkdir(parents=True)
+    (tmp_path / "models" / "empty_pb").mkdir()
+    (tmp_path / "models" / "empty_pb" / "saved_model.pb").write_bytes(b"")
     done = run("evaluate.py", "--models-dir", tmp_path / "models", "--data-dir", synthetic_dir,
                "--reports-dir", tmp_path / "reports", env_home=tmp_path / "keras")
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
-    assert "junk: " in done.stderr and "not a SavedModel" in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith("error: empty_pb: cannot load the SavedModel")
+    assert lines[1].startswith("error: junk: ") and "not a SavedModel" in lines[1]
 
 
-def test_the_data_command_rejects_a_bad_folder(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "mnist_lab.data", "--data-dir", tmp_path / "none"],
+@pytest.mark.parametrize("args, fragment", [
+    (["--data-dir", "NONE"], "no such folder"),
+    (["--data-dir"], "expected one argument"),
+    (["--force"], "unrecognized arguments: --force"),
+])
+def test_the_data_command_rejects_bad_flags_in_one_line(tmp_path, args, fragment):
+    args = [str(tmp_path / "none") if arg == "NONE" else arg for arg in args]
+    done = subprocess.run([sys.executable, "-m", "mnist_lab.data", *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert_one_line_error(done, "no such folder")
+    assert_one_line_error(done, fragment)

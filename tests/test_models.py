@@ -37,11 +37,27 @@ def test_model_builds_and_outputs_probabilities(name):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def all_layers(layer):
+    """A layer and every layer nested in it, at any depth."""
+    yield layer
+    for inner in getattr(layer, "layers", []):
+        yield from all_layers(inner)
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_model_holds_no_augmentation(name):
     """Random image layers act whenever training=True; an exported model must not contain any."""
-    layer_types = {type(layer).__name__ for layer in REGISTRY[name].build().layers}
-    assert not {t for t in layer_types if t.startswith("Random")}
+    random_layers = [layer.name for layer in all_layers(REGISTRY[name].build())
+                     if type(layer).__name__.startswith("Random")]
+    assert random_layers == []
+
+
+def test_the_augmentation_check_sees_nested_layers():
+    from mnist_lab.data.pipeline import build_augmentation
+
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, build_augmentation(0)(inputs))
+    assert sum(type(layer).__name__.startswith("Random") for layer in all_layers(model)) == 3
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_lab import export
 from mnist_lab.data.pipeline import to_model_input
 from mnist_lab.errors import UserError
 from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate
@@ -61,8 +60,20 @@ def test_the_savedmodel_serves_image_and_agrees_with_the_keras_model(trained, sy
     served = SavedModelClassifier(folder).predict(images)
     keras_model = keras.saving.load_model(folder / "model.keras")
     np.testing.assert_allclose(served, keras_model.predict(images, verbose=0), atol=1e-5)
-    # No augmentation inside: serving the same batch twice gives the same answer.
-    np.testing.assert_array_equal(served, SavedModelClassifier(folder).predict(images))
+
+
+def test_a_model_trained_with_augmentation_serves_without_it(tmp_path, synthetic_dir, synthetic_arrays):
+    """Augmentation and dropout act only in training: the served graph answers the same twice."""
+    config = TrainConfig(model="cnn_dropout", epochs=1, augment=True, data_dir=str(synthetic_dir),
+                         validation_size=200, output=str(tmp_path / "aug"), verbose=0)
+    metadata = train(config, log=quiet)
+    assert metadata["recipe"]["augment"] is True
+    images = to_model_input(synthetic_arrays[2][:100])
+    classifier = SavedModelClassifier(tmp_path / "aug")
+    first = classifier.predict(images)
+    np.testing.assert_array_equal(first, classifier.predict(images))
+    keras_model = keras.saving.load_model(tmp_path / "aug" / "model.keras")
+    np.testing.assert_allclose(first, keras_model(images, training=False), atol=1e-5)
 
 
 def test_evaluate_writes_reports_and_the_table(trained, synthetic_dir, tmp_path):
@@ -108,9 +119,22 @@ def test_retraining_replaces_the_model_whole(trained, synthetic_dir):
     folder, first = trained
     config = TrainConfig(model="cnn", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
                          output=str(folder), verbose=0)
-    second = train(config, log=quiet)
+    train(config, log=quiet)
     assert json.loads((folder / "metadata.json").read_text())["epochs_run"] == 1 != first["epochs_run"]
     assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn"]
+
+
+def test_a_swap_cut_short_is_undone_on_the_next_run(trained, synthetic_dir, tmp_path):
+    """A kill between "set the old model aside" and "move the new one in" leaves the old one hidden."""
+    folder, first = trained
+    aside = folder.parent / ".cnn.old-999999999"  # no process has this pid
+    folder.rename(aside)
+    (folder.parent / ".cnn.tmp-999999999").mkdir()  # a dead run's half-written staging folder
+    config = EvalConfig(models_dir=str(folder.parent), data_dir=str(synthetic_dir), reports_dir=str(tmp_path / "r"))
+    rows, failures = evaluate(config, log=quiet)
+    assert [row["model"] for row in rows] == ["cnn"] and failures == []
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn"]
+    assert json.loads((folder / "metadata.json").read_text())["created"] == first["created"]
 
 
 def test_output_that_is_not_a_model_folder_is_never_overwritten(tmp_path, synthetic_dir):

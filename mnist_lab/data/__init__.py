@@ -4,6 +4,6 @@
 it came from; the tests and CI run it first so the real dataset is at hand offline.
 """
 
-from mnist_lab.data.sources import Mnist, keras_cache_path, load_mnist
+from mnist_lab.data.sources import Mnist, load_mnist
 
-__all__ = ["Mnist", "keras_cache_path", "load_mnist"]
+__all__ = ["Mnist", "load_mnist"]

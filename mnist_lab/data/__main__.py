@@ -3,7 +3,7 @@
 import sys
 
 from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
-from mnist_lab.data.sources import keras_cache_path, load_mnist
+from mnist_lab.data.sources import load_mnist
 
 
 def main():
@@ -12,7 +12,7 @@ def main():
     args = parser.parse_args()
     quiet_tensorflow_import()  # keras.datasets is one of the sources
     data = load_mnist(args.data_dir)
-    print(f"train {data.x_train.shape}, test {data.x_test.shape}; cache: {keras_cache_path()}")
+    print(f"MNIST ready: train {data.x_train.shape}, test {data.x_test.shape}, from {data.source}")
     return 0
 
 

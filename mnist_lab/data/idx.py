@@ -7,6 +7,7 @@ DataError that names the file and the problem, so a broken download never reache
 import gzip
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +24,14 @@ LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
 def read_bytes(path):
     """The file's bytes, gunzipped when the file starts with the gzip signature."""
     path = Path(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot read it ({error.strerror})") from None
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zlib.error) as error:
             raise DataError(f"{path}: broken gzip data ({error})") from None
     return raw
 

