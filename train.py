@@ -45,6 +45,10 @@ def parse_args(argv=None):
     parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
                         help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard logs to DIR (default: off)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over instead of resuming an interrupted run of the same command (default: resume)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="bit-identical weights and metrics for the same --seed on the same machine; slower (default: off)")
     return parser.parse_args(argv)
 
 

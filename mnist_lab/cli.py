@@ -66,7 +66,8 @@ def quiet_tensorflow_import():
 
 def run(main):
     """Run an entry point's main(); turn a UserError or Ctrl-C into one line and an exit code."""
-    sys.stdout.reconfigure(line_buffering=True)  # progress shows at once even through a pipe or tee
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows at once even through a pipe or tee
     try:
         return main()
     except UserError as error:

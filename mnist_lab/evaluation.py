@@ -169,8 +169,8 @@ def evaluate(config, log=print):
     Returns (rows, failures): the table rows and one message per model that could not be evaluated.
     """
     folders = find_model_folders(config)
-    export.check_writable_dir(config.reports_dir, "--reports-dir")
     data = load_mnist(config.data_dir, log=log)
+    export.check_writable_dir(config.reports_dir, "--reports-dir")
     rows, failures = [], []
     for folder in folders:
         try:

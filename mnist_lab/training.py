@@ -10,7 +10,6 @@ import os
 import platform
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,9 +20,9 @@ import numpy as np
 import sklearn
 import tensorflow as tf
 
-from mnist_lab import export, plots
+from mnist_lab import export, plots, resume
 from mnist_lab.data import load_mnist
-from mnist_lab.data.pipeline import VALIDATION_SIZE, make_dataset, make_splits
+from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
 from models import DEFAULT_MODEL, REGISTRY
 
@@ -48,6 +47,8 @@ class TrainConfig:
     subset: Optional[int] = None
     validation_size: int = VALIDATION_SIZE
     tensorboard: Optional[str] = None
+    fresh: bool = False  # discard an interrupted run's backup instead of resuming it
+    deterministic: bool = False  # bit-identical results for the same seed, at some cost in speed
     verbose: Optional[int] = None  # Keras' fit verbosity; None: a progress bar on a terminal, else a line per epoch
 
     def recipe(self):
@@ -61,17 +62,26 @@ class TrainConfig:
         return Path(self.output) if self.output else MODELS_DIR / self.model
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each epoch, training and validation included."""
+class Diverged(Exception):
+    def __init__(self, epoch, batch, loss):
+        super().__init__(f"loss {loss} in epoch {epoch}, batch {batch}")
+        self.epoch, self.batch, self.loss = epoch, batch, loss
 
-    def on_train_begin(self, logs=None):
-        self.seconds = []
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite, saying where.
+
+    It raises rather than asking Keras to stop: a normal stop runs `on_train_end`, and nothing of
+    a diverged run may look finished. The backup keeps the last good epoch.
+    """
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
+        self.epoch = epoch + 1
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise Diverged(self.epoch, batch + 1, loss)
 
 
 def make_optimizer(recipe, steps_per_epoch):
@@ -95,13 +105,6 @@ def check_output_dir(output):
         raise UserError(f"--output {output}: a non-empty folder that is not a saved model; "
                         "choose a new folder or an existing model's folder")
     export.check_writable_dir(output.parent, "--output")
-
-
-def check_finite(history):
-    for epoch, loss in enumerate(history.get("loss", []), start=1):
-        if not math.isfinite(loss):
-            raise UserError(f"training diverged: the loss became {loss} in epoch {epoch}; "
-                            "nothing was exported; try a lower --learning-rate")
 
 
 def cpu_name():
@@ -168,42 +171,58 @@ def write_model_folder(model, output, metadata, history, epoch_seconds):
 
 
 def train(config, log=print):
-    """Train, test once, export; return the metadata written beside the model."""
+    """Train (or resume), test once, export; return the metadata written beside the model."""
     if config.model not in REGISTRY:
         raise UserError(f"--model {config.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
-    spec = REGISTRY[config.model]
-    recipe = config.recipe()
     output = config.output_dir()
-    export.recover_interrupted(output.parent, log)
     check_output_dir(output)
     if config.tensorboard:
         export.check_writable_dir(config.tensorboard, "--tensorboard")
+    with resume.OutputLock(output):
+        export.recover_interrupted(output.parent, log)
+        return _train_holding_lock(config, output, log)
 
+
+def _train_holding_lock(config, output, log):
+    spec = REGISTRY[config.model]
+    recipe = config.recipe()
     data = load_mnist(config.data_dir, log=log)
     splits = make_splits(data, config.validation_size, config.subset)
+    check_batch_size(recipe.batch_size, splits)
     log(f"{config.model}: {len(splits.x_train)} training, {len(splits.x_val)} validation, "
         f"{len(splits.x_test)} test images; recipe {recipe.to_dict()}")
 
     keras.utils.set_random_seed(config.seed)
-    model = spec.build()
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    model = spec.build()  # built: BackupAndRestore needs weights to restore into
     steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
     model.compile(optimizer=make_optimizer(recipe, steps_per_epoch),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     train_ds = make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
-                            augment=recipe.augment, seed=config.seed)
+                            augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
     val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size)
 
-    timer = EpochTimer()
-    callbacks = [timer]
+    backup = resume.backup_dir(output)
+    settings = {"model": config.model, "recipe": recipe.to_dict(), "seed": config.seed,
+                "subset": config.subset, "validation_size": config.validation_size,
+                "deterministic": config.deterministic, "data": data.fingerprint}
+    completed, history, epoch_seconds = resume.prepare_backup(backup, settings, config.fresh, log)
+    if completed:
+        log(f"resuming from epoch {completed} of {recipe.epochs}: an interrupted run completed "
+            f"{'it' if completed == 1 else f'epochs 1-{completed}'} (backup {backup}); --fresh starts over")
+    callbacks = [StopOnNonFiniteLoss(), *resume.backup_callbacks(backup, history, epoch_seconds)]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
-    start = time.perf_counter()
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs,
-                        callbacks=callbacks, verbose=verbose,
-                        shuffle=False).history  # train_ds shuffles itself; Keras cannot shuffle a Dataset
-    training_seconds = time.perf_counter() - start
-    check_finite(history)
+    try:
+        model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks,
+                  verbose=verbose, shuffle=False)  # train_ds shuffles itself; Keras cannot shuffle a Dataset
+    except Diverged as error:
+        raise UserError(f"training diverged: the loss became {error.loss} in epoch {error.epoch}, "
+                        f"batch {error.batch}; nothing was exported; try a --learning-rate below "
+                        f"{recipe.learning_rate:g}") from None
+    training_seconds = sum(epoch_seconds)
 
     # The one use of the test set: the final figure, after every choice is made.
     test_ds = make_dataset(splits.x_test, splits.y_test, 1000)
@@ -216,16 +235,18 @@ def train(config, log=print):
         "recipe": recipe.to_dict(),
         "flags": {key: value for key, value in dataclasses.asdict(config).items() if key != "verbose"},
         "parameters": model.count_params(),
-        "epochs_run": len(timer.seconds),
+        "epochs_run": len(epoch_seconds),
+        "resumed_after_epoch": completed or None,
         "training_seconds": round(training_seconds, 2),
-        "seconds_per_epoch": round(training_seconds / max(1, len(timer.seconds)), 2),
+        "seconds_per_epoch": round(training_seconds / max(1, len(epoch_seconds)), 2),
         "validation_accuracy": round(float(history["val_accuracy"][-1]), 6),
         "test_accuracy": round(float(test_accuracy), 6),
         "test_loss": round(float(test_loss), 6),
         **provenance(data, splits, model),
     }
-    write_model_folder(model, output, metadata, history, timer.seconds)
+    write_model_folder(model, output, metadata, history, epoch_seconds)
+    shutil.rmtree(backup, ignore_errors=True)  # only now: a kill during export still resumes
 
     log(f"{config.model}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "
-        f"trained {training_seconds:.1f} s ({len(timer.seconds)} epochs) -> {output}")
+        f"trained {training_seconds:.1f} s ({len(epoch_seconds)} epochs) -> {output}")
     return metadata

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 from mnist_lab import export  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
-from mnist_lab.data.pipeline import VALIDATION_SIZE, make_splits, to_model_input  # noqa: E402
+from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_splits, to_model_input  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.training import DEFAULT_SEED, check_output_dir, provenance, write_model_folder  # noqa: E402
 from models import REGISTRY  # noqa: E402
@@ -57,6 +57,7 @@ def train_scratch(config, log=print):
 
     data = load_mnist(config.data_dir, log=log)
     splits = make_splits(data, config.validation_size, config.subset)
+    check_batch_size(batch_size, splits)
     x_train, x_val = to_model_input(splits.x_train), to_model_input(splits.x_val)
     y_train, y_val = splits.y_train.astype(np.int64), splits.y_val.astype(np.int64)
     log(f"{NAME}: NumPy, {len(x_train)} training, {len(x_val)} validation images; "

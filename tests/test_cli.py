@@ -38,20 +38,13 @@ def test_help_states_the_flags_and_defaults(script, expected):
         assert fragment in done.stdout
 
 
+# The full sweep of bad values runs in-process in test_reliability.py; these few go through a real
+# interpreter, so TensorFlow's start-up output is part of what they check.
 @pytest.mark.parametrize("args, fragments", [
     (["--model", "resnet1000"], ["--model", "invalid choice"]),
     (["--epochs", "0"], ["--epochs", "whole number >= 1, got 0"]),
-    (["--epochs", "ten"], ["--epochs", "'ten'"]),
-    (["--batch-size", "-32"], ["--batch-size", "whole number >= 1, got -32"]),
-    (["--learning-rate", "nan"], ["--learning-rate", "positive finite"]),
-    (["--subset", "1e9x"], ["--subset", "whole number >= 1, got '1e9x'"]),
-    (["--optimizer", "adamw"], ["--optimizer", "invalid choice: 'adamw'"]),
-    (["--seed", "-1"], ["--seed", ">= 0"]),
     (["--data-dir", "/no/such/folder"], ["--data-dir /no/such/folder: no such folder"]),
     (["--output", "/proc/version"], ["--output /proc/version", "a file"]),
-    (["--output", "/proc/forbidden/cnn"], ["--output /proc/forbidden", "cannot write"]),
-    (["--tensorboard", "/proc/forbidden"], ["--tensorboard /proc/forbidden", "cannot write"]),
-    (["--validation-size", "999999"], ["--validation-size 999999"]),
 ])
 def test_train_rejects_bad_flags_in_one_line(args, fragments, tmp_path, synthetic_dir):
     if "--data-dir" not in args:
@@ -100,10 +93,7 @@ def test_evaluate_names_a_missing_model(tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--batch-size", "0"], ["--batch-size", "whole number >= 1, got 0"]),
-    (["--models-dir", "/no/such/models"], ["--models-dir /no/such/models: no such folder", "python train.py"]),
     (["--reports-dir", "/proc/reports"], ["--reports-dir /proc/reports", "cannot write"]),
-    (["--data-dir", "/no/such/data"], ["--data-dir /no/such/data: no such folder"]),
-    (["--colour", "red"], ["unrecognized arguments: --colour red"]),
 ])
 def test_evaluate_rejects_bad_flags_in_one_line(args, fragments, tmp_path):
     (tmp_path / "models" / "cnn").mkdir(parents=True)
@@ -128,8 +118,6 @@ def test_evaluate_reports_each_broken_model_in_one_line(tmp_path, synthetic_dir)
 
 @pytest.mark.parametrize("args, fragment", [
     (["--data-dir", "NONE"], "no such folder"),
-    (["--data-dir"], "expected one argument"),
-    (["--force"], "unrecognized arguments: --force"),
 ])
 def test_the_data_command_rejects_bad_flags_in_one_line(tmp_path, args, fragment):
     args = [str(tmp_path / "none") if arg == "NONE" else arg for arg in args]

@@ -43,10 +43,19 @@ def make_splits(data, validation_size=VALIDATION_SIZE, subset=None):
                     data.x_test, data.y_test)
     if subset is None:
         return splits
+    if subset > len(splits.x_train):
+        raise UserError(f"--subset {subset}: more than the {len(splits.x_train)} training images; "
+                        "use at most that many, or leave it out for all")
     # Smoke runs: a few training images, and a proportionate slice of validation and test.
     small = max(1, subset // 5)
     return Splits(splits.x_train[:subset], splits.y_train[:subset], splits.x_val[:small],
                   splits.y_val[:small], splits.x_test[:small], splits.y_test[:small])
+
+
+def check_batch_size(batch_size, splits):
+    if batch_size > len(splits.x_train):
+        raise UserError(f"--batch-size {batch_size}: larger than the {len(splits.x_train)} "
+                        "training images; use at most that many")
 
 
 def to_model_input(images):
@@ -68,8 +77,12 @@ def build_augmentation(seed=None):
     )
 
 
-def make_dataset(images, labels, batch_size, shuffle=False, augment=False, seed=None):
-    """Batches of (float32 (B, 28, 28, 1) in [0, 1], uint8 labels), optionally shuffled and augmented."""
+def make_dataset(images, labels, batch_size, shuffle=False, augment=False, seed=None, deterministic=False):
+    """Batches of (float32 (B, 28, 28, 1) in [0, 1], uint8 labels), optionally shuffled and augmented.
+
+    `deterministic` runs augmentation on one batch at a time: in a parallel map the seeded random
+    layers would hand out their random draws in whatever order the threads happen to run.
+    """
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -82,6 +95,6 @@ def make_dataset(images, labels, batch_size, shuffle=False, augment=False, seed=
         augmentation = build_augmentation(seed)
         dataset = dataset.map(
             lambda x, y: (augmentation(x, training=True), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            num_parallel_calls=None if deterministic else tf.data.AUTOTUNE,
         )
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,283 @@
+"""Faults performed for real: SIGKILL and Ctrl-C mid-training and mid-export, a diverging loss, two
+runs on one folder, damaged models, every command's flags swept with values that cannot work, and
+bit-identical reruns with --deterministic."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from mnist_lab.cli import run
+from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate
+from tests.conftest import ROOT, synthetic_digits, write_idx_dataset
+
+EPOCHS = 6
+
+
+@pytest.fixture
+def larger_synthetic_dir(tmp_path):
+    """Enough synthetic digits (6000) that an epoch lasts long enough to be interrupted."""
+    rng = np.random.default_rng(1)
+    x_train, y_train = synthetic_digits(7000, rng)
+    x_test, y_test = synthetic_digits(500, rng)
+    return write_idx_dataset(tmp_path / "digits", (x_train, y_train, x_test, y_test))
+
+
+def train_command(data_dir, output, *extra):
+    return [sys.executable, str(ROOT / "train.py"), "--model", "cnn", "--data-dir", str(data_dir),
+            "--validation-size", "1000", "--output", str(output), *map(str, extra)]
+
+
+def start(command, env_home):
+    env = dict(os.environ, KERAS_HOME=str(env_home))
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(command, env_home):
+    env = dict(os.environ, KERAS_HOME=str(env_home))
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def wait_for(condition, process, timeout=120, interval=0.01):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before the moment to interrupt it: {process.communicate()}"
+        assert time.monotonic() < deadline, "timed out waiting for the moment to interrupt"
+        time.sleep(interval)
+
+
+def completed_epochs(output):
+    progress = output.parent / f".{output.name}.backup" / "training_metadata.json"
+    try:
+        return json.loads(progress.read_text())["epoch"]
+    except (OSError, ValueError):
+        return 0
+
+
+def read_history(folder):
+    with open(folder / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_a_run_killed_mid_training_resumes_where_it_stopped(tmp_path, larger_synthetic_dir, stop):
+    output = tmp_path / "models" / "cnn"
+    command = train_command(larger_synthetic_dir, output, "--epochs", EPOCHS)
+    process = start(command, tmp_path / "keras")
+    wait_for(lambda: completed_epochs(output) >= 1, process)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    if stop == signal.SIGINT:
+        assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
+    assert not output.exists(), "nothing is exported by an interrupted run"
+    done_before = completed_epochs(output)
+    assert 1 <= done_before < EPOCHS
+
+    done = finish(command, tmp_path / "keras")
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from epoch {done_before} of {EPOCHS}" in done.stdout
+    assert f"Epoch {done_before + 1}/{EPOCHS}" in done.stdout and "Epoch 1/" not in done.stdout
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["epochs_run"] == EPOCHS and metadata["resumed_after_epoch"] == done_before
+    assert [row["epoch"] for row in read_history(output)] == [str(e) for e in range(1, EPOCHS + 1)]
+    assert not (output.parent / ".cnn.backup").exists(), "the backup goes once the model is exported"
+
+
+def test_fresh_starts_over_and_other_settings_are_not_resumed(tmp_path, larger_synthetic_dir):
+    output = tmp_path / "models" / "cnn"
+    command = train_command(larger_synthetic_dir, output, "--epochs", EPOCHS)
+    process = start(command, tmp_path / "keras")
+    wait_for(lambda: completed_epochs(output) >= 1, process)
+    process.kill()
+    process.wait()
+
+    changed = finish(train_command(larger_synthetic_dir, output, "--epochs", 2), tmp_path / "keras")
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "interrupted run with other settings" in changed.stderr and "--fresh" in changed.stderr
+
+    fresh = finish(train_command(larger_synthetic_dir, output, "--epochs", 2, "--fresh"), tmp_path / "keras")
+    assert fresh.returncode == 0, fresh.stderr
+    assert "--fresh: removed" in fresh.stdout and "resuming" not in fresh.stdout
+    assert json.loads((output / "metadata.json").read_text())["epochs_run"] == 2
+
+
+def test_a_kill_during_export_leaves_the_previous_model_whole(tmp_path, synthetic_dir):
+    output = tmp_path / "models" / "cnn"
+    first = finish(train_command(synthetic_dir, output, "--epochs", 1, "--validation-size", 200), tmp_path / "keras")
+    assert first.returncode == 0, first.stderr
+    good = json.loads((output / "metadata.json").read_text())
+
+    process = start(train_command(synthetic_dir, output, "--epochs", 2, "--validation-size", 200), tmp_path / "keras")
+    staging = output.parent / f".cnn.tmp-{process.pid}"
+    wait_for(staging.exists, process, interval=0.002)
+    process.kill()
+    process.wait()
+
+    assert json.loads((output / "metadata.json").read_text()) == good
+    SavedModelClassifier(output).predict(np.zeros((2, 28, 28, 1), np.float32))
+    rows, failures = evaluate(EvalConfig(models_dir=str(output.parent), data_dir=str(synthetic_dir),
+                                         reports_dir=str(tmp_path / "reports")), log=lambda *_: None)
+    assert [row["model"] for row in rows] == ["cnn"] and failures == []
+    assert not staging.exists(), "the dead run's staging folder is cleaned up"
+    # The interrupted run kept its backup: running it again finishes it from the last epoch.
+    again = finish(train_command(synthetic_dir, output, "--epochs", 2, "--validation-size", 200), tmp_path / "keras")
+    assert again.returncode == 0 and "resuming from epoch 2 of 2" in again.stdout
+
+
+def test_a_diverging_loss_stops_at_once_and_keeps_the_good_model(tmp_path, synthetic_dir):
+    output = tmp_path / "models" / "cnn"
+    assert finish(train_command(synthetic_dir, output, "--epochs", 1), tmp_path / "keras").returncode == 0
+    good = (output / "metadata.json").read_text()
+
+    done = finish(train_command(synthetic_dir, output, "--epochs", 3, "--learning-rate", "1e6"), tmp_path / "keras")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: training diverged: the loss became nan in epoch 1, batch ")
+    assert "nothing was exported" in line and "--learning-rate below 1e+06" in line
+    assert "Epoch 2/3" not in done.stdout, "it stops at once, not at the end"
+    assert (output / "metadata.json").read_text() == good
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path, larger_synthetic_dir):
+    output = tmp_path / "models" / "cnn"
+    lock = output.parent / ".cnn.lock"
+    first = start(train_command(larger_synthetic_dir, output, "--epochs", 50), tmp_path / "keras")
+    try:
+        wait_for(lambda: lock.is_file() and f"pid {first.pid}" in lock.read_text(), first)
+        second = finish(train_command(larger_synthetic_dir, output, "--epochs", 1), tmp_path / "keras")
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        (line,) = second.stderr.strip().splitlines()
+        assert f"is being written by another run (pid {first.pid}" in line and "--epochs 50" in line
+    finally:
+        first.kill()
+        first.wait()
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("damage", ["missing variables", "empty variables index", "empty saved_model.pb"])
+def test_a_damaged_savedmodel_is_named_and_the_rest_evaluated(tmp_path, synthetic_dir, damage):
+    from mnist_lab.training import TrainConfig, train
+
+    models = tmp_path / "models"
+    train(TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
+                      output=str(models / "good"), verbose=0), log=lambda *_: None)
+    damaged = models / "damaged"
+    shutil.copytree(models / "good", damaged)
+    if damage == "missing variables":
+        for path in (damaged / "variables").iterdir():
+            path.unlink()
+        (damaged / "variables").rmdir()
+    elif damage == "empty variables index":
+        (damaged / "variables" / "variables.index").write_bytes(b"")
+    else:
+        (damaged / "saved_model.pb").write_bytes(b"")
+    done = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--models-dir", str(models),
+                           "--data-dir", str(synthetic_dir), "--reports-dir", str(tmp_path / "reports")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: damaged: ")
+    assert "| good |" in done.stdout
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path, synthetic_dir):
+    """With augmentation and dropout on, the parts that would otherwise vary from run to run."""
+    runs = []
+    for index in range(2):
+        output = tmp_path / f"run{index}" / "m"
+        command = [*train_command(synthetic_dir, output, "--epochs", 2, "--validation-size", 200),
+                   "--seed", 3, "--deterministic", "--augment"]
+        command[command.index("cnn")] = "cnn_dropout"
+        done = finish(list(map(str, command)), tmp_path / "keras")
+        assert done.returncode == 0, done.stderr
+        runs.append(output)
+    first, second = (keras.saving.load_model(run / "model.keras").get_weights() for run in runs)
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    metrics = [[{k: v for k, v in row.items() if k != "seconds"} for row in read_history(run)] for run in runs]
+    assert metrics[0] == metrics[1]
+    accuracies = [json.loads((run / "metadata.json").read_text())["test_accuracy"] for run in runs]
+    assert accuracies[0] == accuracies[1]
+
+
+# Every command's flags with values that cannot work: one line on stderr, exit status 2, no
+# traceback, nothing written. Run in-process through the same `run()` wrapper as the scripts.
+
+def sweep_cases():
+    import evaluate as evaluate_cli
+    import train as train_cli
+    from mnist_lab.data import __main__ as data_cli
+    from scratch import train as scratch_cli
+
+    number_flags = {"train": ["--epochs", "--batch-size", "--subset", "--validation-size"],
+                    "scratch": ["--epochs", "--batch-size", "--subset", "--validation-size"],
+                    "evaluate": ["--batch-size"]}
+    mains = {"train": train_cli.main, "scratch": scratch_cli.main, "evaluate": evaluate_cli.main,
+             "data": data_cli.main}
+    cases = []
+    for command, flags in number_flags.items():
+        for flag in flags:
+            for value in ("-1", "0", "3.5", "many", ""):
+                cases.append((command, [flag, value], flag))
+    for command in ("train", "scratch"):
+        cases += [
+            (command, ["--learning-rate", "-0.1"], "--learning-rate"),
+            (command, ["--learning-rate", "inf"], "--learning-rate"),
+            (command, ["--seed", "-5"], "--seed"),
+            (command, ["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such folder"),
+            (command, ["--output", "/proc/cannot/write"], "--output /proc/cannot"),
+            (command, ["--batch-size", "1000000000"], "--batch-size 1000000000: larger than the"),
+            (command, ["--subset", "1000000000"], "--subset 1000000000: more than the"),
+            (command, ["--validation-size", "1000000000"], "--validation-size 1000000000"),
+            (command, ["--no-such-flag"], "unrecognized arguments"),
+        ]
+    cases += [
+        ("train", ["--model", "gpt"], "--model"),
+        ("train", ["--optimizer", "lion"], "--optimizer"),
+        ("train", ["--schedule", "linear"], "--schedule"),
+        ("train", ["--tensorboard", "/proc/cannot/write"], "--tensorboard /proc/cannot"),
+        ("evaluate", ["--models-dir", "/no/such/models"], "--models-dir /no/such/models"),
+        ("evaluate", ["--reports-dir", "/proc/cannot/write"], "--reports-dir /proc/cannot"),
+        ("evaluate", ["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder"),
+        ("evaluate", ["--model", "nothing_here"], "no trained model nothing_here"),
+        ("data", ["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder"),
+        ("data", ["--no-such-flag"], "unrecognized arguments"),
+    ]
+    return mains, cases
+
+
+MAINS, CASES = sweep_cases()
+
+
+@pytest.mark.parametrize("command, args, fragment", CASES,
+                         ids=[f"{c}:{' '.join(a) or 'empty'}" for c, a, _ in CASES])
+def test_every_flag_rejects_values_that_cannot_work(command, args, fragment, tmp_path, synthetic_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # defaults such as saved_models/ and reports/ land here, not in the repo
+    defaults = {"train": ["--data-dir", str(synthetic_dir), "--validation-size", "200", "--epochs", "1"],
+                "scratch": ["--data-dir", str(synthetic_dir), "--validation-size", "200", "--epochs", "1"],
+                "evaluate": ["--models-dir", str(tmp_path / "models"), "--data-dir", str(synthetic_dir)],
+                "data": []}[command]
+    given = {arg for arg in args if arg.startswith("--")}
+    argv = [*args] + [item for flag, value in zip(defaults[::2], defaults[1::2]) if flag not in given
+                      for item in (flag, value)]
+    (tmp_path / "models" / "model_a").mkdir(parents=True)
+    try:
+        status = run(lambda: MAINS[command](argv))
+    except SystemExit as exit_:  # argparse exits on its own
+        status = exit_.code
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert fragment in lines[0]
+    written = [path for folder in ("saved_models", "reports") for path in (tmp_path / folder).rglob("*")
+               if path.is_file() and not path.name.startswith(".")]  # a held lock file is hidden
+    assert written == []
