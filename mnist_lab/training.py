@@ -178,17 +178,18 @@ def train(config, log=print):
     check_output_dir(output)
     if config.tensorboard:
         export.check_writable_dir(config.tensorboard, "--tensorboard")
-    with resume.OutputLock(output):
-        export.recover_interrupted(output.parent, log)
-        return _train_holding_lock(config, output, log)
-
-
-def _train_holding_lock(config, output, log):
-    spec = REGISTRY[config.model]
     recipe = config.recipe()
     data = load_mnist(config.data_dir, log=log)
     splits = make_splits(data, config.validation_size, config.subset)
     check_batch_size(recipe.batch_size, splits)
+    # Input is checked; from here on this run writes, so it must be the only one writing here.
+    with resume.OutputLock(output):
+        export.recover_interrupted(output.parent, log)
+        return _train_holding_lock(config, recipe, data, splits, output, log)
+
+
+def _train_holding_lock(config, recipe, data, splits, output, log):
+    spec = REGISTRY[config.model]
     log(f"{config.model}: {len(splits.x_train)} training, {len(splits.x_val)} validation, "
         f"{len(splits.x_test)} test images; recipe {recipe.to_dict()}")
 

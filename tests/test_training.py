@@ -31,7 +31,8 @@ def test_training_exports_a_complete_model_folder(trained):
     folder, metadata = trained
     for name in ("saved_model.pb", "variables", "model.keras", "metadata.json", "history.csv", "curves.png"):
         assert (folder / name).exists(), name
-    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "no staging folder left"
+    hidden = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
+    assert hidden == [".cnn.lock"], "no staging folder or backup left, only the (released) lock file"
 
     saved = json.loads((folder / "metadata.json").read_text())
     assert saved == json.loads(json.dumps(metadata))
@@ -121,7 +122,7 @@ def test_retraining_replaces_the_model_whole(trained, synthetic_dir):
                          output=str(folder), verbose=0)
     train(config, log=quiet)
     assert json.loads((folder / "metadata.json").read_text())["epochs_run"] == 1 != first["epochs_run"]
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".cnn.lock", "cnn"]
 
 
 def test_a_swap_cut_short_is_undone_on_the_next_run(trained, synthetic_dir, tmp_path):
@@ -133,7 +134,7 @@ def test_a_swap_cut_short_is_undone_on_the_next_run(trained, synthetic_dir, tmp_
     config = EvalConfig(models_dir=str(folder.parent), data_dir=str(synthetic_dir), reports_dir=str(tmp_path / "r"))
     rows, failures = evaluate(config, log=quiet)
     assert [row["model"] for row in rows] == ["cnn"] and failures == []
-    assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [".cnn.lock", "cnn"]
     assert json.loads((folder / "metadata.json").read_text())["created"] == first["created"]
 
 
