@@ -52,3 +52,16 @@ def image_grid(images, captions, mistakes, path, title, columns=10):
         axes.imshow(np.squeeze(image), cmap="gray_r", vmin=0, vmax=255 if image.max() > 1 else 1)
         axes.set_title(caption, fontsize=8, color=MISTAKE_COLOUR if mistake else "black")
     figure.savefig(path, dpi=100)
+
+
+def seen_and_probabilities(image, probabilities, path, title):
+    """The 28x28 image a model was given, beside its 10 class probabilities."""
+    figure = Figure(figsize=(6, 2.8), layout="constrained")
+    figure.suptitle(title)
+    left, right = figure.subplots(1, 2, width_ratios=[1, 1.6])
+    left.imshow(image, cmap="gray", vmin=0, vmax=1)
+    left.set(xticks=[], yticks=[], title="model input, 28x28")
+    bars = right.bar(range(10), probabilities, color="tab:gray")
+    bars[int(np.argmax(probabilities))].set_color("tab:blue")
+    right.set(xticks=range(10), ylim=(0, 1), xlabel="digit", ylabel="probability")
+    figure.savefig(path, dpi=100)

@@ -1,0 +1,74 @@
+"""One trained model answering for single images: choose it, load it once, predict a digit.
+
+Shared by `predict.py` and `serve.py`; images go through `mnist_lab.preprocess` first.
+"""
+
+import base64
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mnist_lab import export, preprocess
+from mnist_lab.errors import UserError
+from mnist_lab.evaluation import SavedModelClassifier
+
+
+@dataclass
+class Prediction:
+    digit: int
+    probability: float
+    probabilities: list  # 10 floats
+    seen: np.ndarray  # the (28, 28) image the model was given
+
+    def top(self, k=3):
+        order = np.argsort(self.probabilities)[::-1][:k]
+        return [(int(d), float(self.probabilities[d])) for d in order]
+
+    def seen_png(self):
+        """The 28x28 input as a PNG data URL, for a page to show what the model saw."""
+        buffer = io.BytesIO()
+        Image.fromarray((self.seen * 255).astype(np.uint8)).save(buffer, "PNG")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+    def to_dict(self):
+        return {"digit": self.digit, "probability": round(self.probability, 6),
+                "top3": [{"digit": d, "probability": round(p, 6)} for d, p in self.top()],
+                "probabilities": [round(float(p), 6) for p in self.probabilities]}
+
+
+def choose_model(models_dir=export.MODELS_DIR, name=None):
+    """(folder, reason): the named model, else the one with the best recorded test accuracy."""
+    models_dir = Path(models_dir)
+    hint = "train one first, e.g. `python train.py --model cnn`"
+    if name is not None:
+        folder = models_dir / name
+        if not (folder / "saved_model.pb").is_file():
+            raise UserError(f"--model {name}: no trained model in {folder}; {hint.replace('cnn', name)}")
+        return folder, "chosen with --model"
+    recorded = []
+    for folder in sorted(models_dir.glob("*/saved_model.pb")) if models_dir.is_dir() else []:
+        accuracy = export.read_metadata(folder.parent).get("test_accuracy")
+        if accuracy is not None and not folder.parent.name.startswith("."):
+            recorded.append((accuracy, folder.parent))
+    if not recorded:
+        raise UserError(f"no trained models in {models_dir}/; {hint}")
+    accuracy, folder = max(recorded, key=lambda item: item[0])
+    return folder, f"best recorded test accuracy, {100 * accuracy:.2f} %"
+
+
+class DigitPredictor:
+    """A SavedModel loaded once; `predict` takes encoded image bytes."""
+
+    def __init__(self, folder):
+        self.classifier = SavedModelClassifier(folder)
+        self.name = self.classifier.name
+        self.classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # trace once, before any request
+
+    def predict(self, data, name="image"):
+        seen = preprocess.prepare_bytes(data, name)
+        probabilities = self.classifier.predict(seen[np.newaxis, :, :, np.newaxis])[0]
+        digit = int(np.argmax(probabilities))
+        return Prediction(digit, float(probabilities[digit]), probabilities.tolist(), seen)

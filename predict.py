@@ -1,0 +1,72 @@
+"""Predict the digit in your own images with a trained model.
+
+    python predict.py my_digit.png photo.jpg
+    python predict.py scan.png --model lenet5 --json
+    python predict.py drawing.gif --show          # also writes reports/predict/drawing.png
+
+Any size, RGB, grey or with alpha, dark ink on light paper or the reverse: each image is prepared
+the way MNIST digits were (see mnist_lab/preprocess.py). Exits 1 if any file could not be read.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
+
+quiet_tensorflow_import()
+
+from mnist_lab import plots  # noqa: E402
+from mnist_lab.errors import UserError  # noqa: E402
+from mnist_lab.export import MODELS_DIR, check_writable_dir  # noqa: E402
+from mnist_lab.predictor import DigitPredictor, choose_model  # noqa: E402
+
+SHOW_DIR = "reports/predict"
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF)")
+    parser.add_argument("--model", help="model folder under --models-dir (default: the best recorded test accuracy)")
+    parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image (default: text)")
+    parser.add_argument("--show", nargs="?", const=SHOW_DIR, metavar="DIR",
+                        help=f"write a PNG per image of what the model saw beside its prediction (default DIR: {SHOW_DIR})")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    folder, reason = choose_model(args.models_dir, args.model)
+    if args.show:
+        check_writable_dir(args.show, "--show")
+    predictor = DigitPredictor(folder)
+    if not args.json:
+        print(f"model: {predictor.name} ({reason})")
+    failed = 0
+    for path in map(Path, args.images):
+        try:
+            if not path.is_file():
+                raise UserError(f"{path}: no such file")
+            prediction = predictor.predict(path.read_bytes(), name=str(path))
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), "model": predictor.name, **prediction.to_dict()}))
+        else:
+            top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())
+            print(f"{path}: {prediction.digit} ({100 * prediction.probability:.1f} %)   top 3: {top}")
+        if args.show:
+            shown = Path(args.show) / f"{path.stem}.png"
+            plots.seen_and_probabilities(prediction.seen, prediction.probabilities, shown,
+                                         f"{path.name}: {prediction.digit} ({predictor.name})")
+            if not args.json:
+                print(f"  as the model saw it: {shown}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
