@@ -45,22 +45,32 @@ def main(argv=None):
     if not args.json:
         print(f"model: {predictor.name} ({reason})")
     failed = 0
+    shown_names = set()
     for path in map(Path, args.images):
         try:
             if not path.is_file():
-                raise UserError(f"{path}: no such file")
-            prediction = predictor.predict(path.read_bytes(), name=str(path))
+                raise UserError(f"{path}: {'a folder, not an image file' if path.is_dir() else 'no such file'}")
+            try:
+                data = path.read_bytes()
+            except OSError as error:
+                raise UserError(f"{path}: cannot read it ({error.strerror})") from None
+            prediction = predictor.predict(data, name=str(path))
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
             continue
         if args.json:
-            print(json.dumps({"file": str(path), "model": predictor.name, **prediction.to_dict()}))
+            print(json.dumps({"file": str(path), "model": predictor.name, "model_chosen": reason,
+                              **prediction.to_dict()}))
         else:
             top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())
             print(f"{path}: {prediction.digit} ({100 * prediction.probability:.1f} %)   top 3: {top}")
         if args.show:
-            shown = Path(args.show) / f"{path.stem}.png"
+            stem = path.stem
+            while stem in shown_names:  # a/7.png and b/7.jpg must not overwrite each other
+                stem += "_"
+            shown_names.add(stem)
+            shown = Path(args.show) / f"{stem}.png"
             plots.seen_and_probabilities(prediction.seen, prediction.probabilities, shown,
                                          f"{path.name}: {prediction.digit} ({predictor.name})")
             if not args.json:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -25,6 +24,11 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules are one level up
+
+from mnist_lab.cli import ArgumentParser, positive_int  # noqa: E402
+from mnist_lab.data import load_mnist  # noqa: E402
+from mnist_lab.machine import cpu_name  # noqa: E402
 
 
 def free_port():
@@ -38,9 +42,6 @@ def sample_image():
     import io
 
     from PIL import Image
-
-    sys.path.insert(0, str(ROOT))
-    from mnist_lab.data import load_mnist
 
     digit = load_mnist(log=lambda *_: None).x_test[0]
     big = Image.fromarray(255 - digit).resize((280, 280), Image.Resampling.BICUBIC).convert("RGB")
@@ -83,10 +84,11 @@ async def concurrent(url, image, count, clients):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model to serve (default: serve.py's choice, the best recorded)")
-    parser.add_argument("--requests", type=int, default=1000, help="requests in the concurrent phase (default: 1000)")
-    parser.add_argument("--clients", type=int, default=50, help="concurrent clients (default: 50)")
+    parser.add_argument("--requests", type=positive_int, default=1000,
+                        help="requests in the concurrent phase (default: 1000)")
+    parser.add_argument("--clients", type=positive_int, default=50, help="concurrent clients (default: 50)")
     args = parser.parse_args()
 
     port = free_port()
@@ -96,13 +98,14 @@ def main():
     try:
         served = server.stdout.readline().strip()
         print(served)
+        deadline = time.monotonic() + 120
         while True:
             try:
                 httpx.get(f"{url}/health", timeout=1).raise_for_status()
                 break
             except httpx.HTTPError:
-                if server.poll() is not None:
-                    sys.exit("error: serve.py did not start")
+                if server.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("error: serve.py did not start; run it alone to see why")
                 time.sleep(0.2)
         image = sample_image()
         sequential(url, image, 50)  # warm-up
@@ -114,10 +117,12 @@ def main():
         rate = round(args.requests / seconds, 1)
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = cpu_name()
     result = {"server": served, "machine": f"{cpu}, {os.cpu_count()} cores",
               "one_at_a_time": {"requests": 300, "p50_ms": one_p50, "p99_ms": one_p99, "requests_per_second": one_rate},
               "concurrent": {"clients": args.clients, "requests": args.requests, "p50_ms": many_p50,

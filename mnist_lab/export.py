@@ -5,6 +5,7 @@ The folder is a TensorFlow SavedModel (`serving_default`: `image` float32 (None,
 `curves.png` beside it. Everything is written to a hidden temporary folder first, then swapped in.
 """
 
+import ctypes
 import json
 import os
 import shutil
@@ -50,31 +51,32 @@ def check_writable_dir(folder, flag):
         raise UserError(f"{flag} {folder}: cannot write there ({error.strerror})") from None
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def model_folders(models_dir):
+    """The SavedModel folders in `models_dir`, hidden staging and backup folders left out."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    return sorted(path.parent for path in models_dir.glob("*/saved_model.pb") if not path.parent.name.startswith("."))
 
 
-def recover_interrupted(models_dir, log=print):
+def recover_interrupted(models_dir, log=print, own=None):
     """Undo what a killed export left in `models_dir`.
 
     A model set aside for a swap that never finished (`.cnn.old-PID`) goes back to its place if
-    that place is empty; staging folders of processes that no longer run are removed.
+    that place is empty; staging folders of dead runs are removed. A run counts as dead when
+    nobody holds its model's lock (`own` is the model whose lock this process already holds).
     """
+    from mnist_lab import resume
+
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
         return
     for leftover in sorted(models_dir.glob(".*.*-*")):
         name, _, tag = leftover.name[1:].rpartition(".")
         kind, _, pid = tag.partition("-")
-        if kind not in ("old", "tmp") or not pid.isdigit() or _pid_alive(int(pid)):
-            continue
         target = models_dir / name
+        if kind not in ("old", "tmp") or not pid.isdigit() or (name != own and resume.is_locked(target)):
+            continue
         if kind == "old" and not target.exists():
             os.rename(leftover, target)
             log(f"recovered {target}: an earlier export was interrupted while replacing it")
@@ -91,9 +93,26 @@ def staging_folder(output):
     return staging
 
 
+def exchange(a, b):
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_cwd, rename_exchange = -100, 2
+    return renameat2(at_cwd, os.fsencode(str(a)), at_cwd, os.fsencode(str(b)), rename_exchange) == 0
+
+
 def replace_folder(new, final):
-    """Put the complete folder `new` at `final`; the old one is removed only after the swap."""
+    """Put the complete folder `new` at `final`; the old one is removed only after the swap.
+
+    Where the kernel can exchange the two folders atomically there is no moment without a model
+    at `final`; elsewhere the old one is renamed aside first, and `recover_interrupted` puts it
+    back if the process dies between the two renames.
+    """
     new, final = Path(new), Path(final)
+    if final.exists() and exchange(new, final):
+        shutil.rmtree(new)  # `new` now holds the previous model
+        return
     old = None
     if final.exists():
         old = final.parent / f".{final.name}.old-{os.getpid()}"

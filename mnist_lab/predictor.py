@@ -42,6 +42,7 @@ class Prediction:
 def choose_model(models_dir=export.MODELS_DIR, name=None):
     """(folder, reason): the named model, else the one with the best recorded test accuracy."""
     models_dir = Path(models_dir)
+    export.recover_interrupted(models_dir)
     hint = "train one first, e.g. `python train.py --model cnn`"
     if name is not None:
         folder = models_dir / name
@@ -49,10 +50,10 @@ def choose_model(models_dir=export.MODELS_DIR, name=None):
             raise UserError(f"--model {name}: no trained model in {folder}; {hint.replace('cnn', name)}")
         return folder, "chosen with --model"
     recorded = []
-    for folder in sorted(models_dir.glob("*/saved_model.pb")) if models_dir.is_dir() else []:
-        accuracy = export.read_metadata(folder.parent).get("test_accuracy")
-        if accuracy is not None and not folder.parent.name.startswith("."):
-            recorded.append((accuracy, folder.parent))
+    for folder in export.model_folders(models_dir):
+        accuracy = export.read_metadata(folder).get("test_accuracy")
+        if accuracy is not None:
+            recorded.append((accuracy, folder))
     if not recorded:
         raise UserError(f"no trained models in {models_dir}/; {hint}")
     accuracy, folder = max(recorded, key=lambda item: item[0])

@@ -20,11 +20,16 @@ FIELD = 28  # MNIST's image size
 BOX = 20  # MNIST scaled every digit to fit a 20x20 box
 INK_THRESHOLD = 0.2  # fraction of full contrast above which a pixel counts as ink for cropping
 MIN_CONTRAST = 0.08  # below this the picture holds no digit, only paper or noise
-MAX_PIXELS = 40_000_000  # refuse decompression bombs long before memory runs out
+MAX_PIXELS = 25_000_000  # refuse decompression bombs long before memory runs out
+WORKING_SIZE = 1024  # larger pictures are shrunk first: a digit needs no more, memory stays small
 
 
 class ImageError(UserError):
     """A file that is not an image, cannot be decoded, or shows no digit."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than MAX_PIXELS."""
 
 
 def open_image(data, name="image"):
@@ -32,9 +37,12 @@ def open_image(data, name="image"):
     try:
         image = Image.open(io.BytesIO(data))
         if image.width * image.height > MAX_PIXELS:
-            raise ImageError(f"{name}: {image.width}x{image.height} pixels is too large "
-                             f"(at most {MAX_PIXELS:,} pixels)")
+            raise ImageTooLarge(f"{name}: {image.width}x{image.height} pixels is too large "
+                                f"(at most {MAX_PIXELS:,} pixels)")
+        image.draft("L", (WORKING_SIZE, WORKING_SIZE))  # JPEG decodes straight at a reduced size
         image.load()
+        if max(image.size) > WORKING_SIZE:
+            image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -47,6 +55,10 @@ def open_image(data, name="image"):
 def to_grey(image):
     """Greyscale in [0, 1]. Transparent pixels become paper: the image is composited over the
     background colour that contrasts with its ink."""
+    if image.mode in ("F", "I", "I;16", "I;16B", "I;16L"):  # float or 16/32-bit greyscale: scale to [0, 1]
+        values = np.asarray(image, np.float32)
+        low, high = float(values.min()), float(values.max())
+        return (values - low) / (high - low) if high > low else np.zeros_like(values)
     image = image.convert("RGBA") if image.mode in ("P", "LA", "PA") or "transparency" in image.info else image
     if image.mode == "RGBA":
         alpha = np.asarray(image.getchannel("A"), np.float32) / 255
@@ -66,7 +78,7 @@ def prepare_digit(image, name="image"):
     if np.median(border) > 0.5:  # light paper, dark ink: MNIST is the other way round
         grey = 1 - grey
     background = np.median(border) if np.median(border) <= 0.5 else 1 - np.median(border)
-    contrast = grey.max() - background
+    contrast = np.percentile(grey, 99.9) - background  # a few hot pixels do not set the scale
     if contrast < MIN_CONTRAST:
         raise ImageError(f"{name}: no digit found (the image is blank or nearly uniform)")
     ink = np.clip((grey - background) / contrast, 0, 1)

@@ -63,6 +63,20 @@ class OutputLock:
         self._handle.close()  # closing releases the flock
 
 
+def is_locked(output):
+    """Whether some process holds the lock on this model folder right now."""
+    path = lock_path(Path(output))
+    if not path.is_file():
+        return False
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 class HistoryBackup(keras.callbacks.Callback):
     """Keeps every epoch's metrics and seconds in the backup folder as training goes.
 
@@ -110,9 +124,10 @@ def prepare_backup(folder, settings, fresh, log=print):
         return 0, {}, []
     try:
         saved_settings = json.loads((folder / RUN_FILE).read_text())
-        completed = int(json.loads(progress.read_text())["epoch"])
+        completed = int(read_progress(progress)["epoch"])
         record = json.loads((folder / HISTORY_FILE).read_text())
-    except (OSError, ValueError, KeyError) as error:
+        history, seconds = dict(record["history"]), list(record["seconds"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"{folder}: the interrupted run's backup is unreadable ({error}); "
                         "add --fresh to start over") from None
     if saved_settings != settings:
@@ -120,8 +135,15 @@ def prepare_backup(folder, settings, fresh, log=print):
                             for key, value in settings.items() if saved_settings.get(key) != value)
         raise UserError(f"{folder} holds an interrupted run with other settings ({changed}); "
                         "rerun that command to resume it, or add --fresh to start over")
-    history = {key: values[:completed] for key, values in record["history"].items()}
-    return completed, history, record["seconds"][:completed]
+    return completed, {key: values[:completed] for key, values in history.items()}, seconds[:completed]
+
+
+def read_progress(path):
+    """BackupAndRestore's epoch record, or its previous copy if a kill cut the newest one short."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return json.loads(Path(f"{path}.bkp").read_text())
 
 
 def backup_callbacks(folder, history, seconds):

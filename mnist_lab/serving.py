@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 
 from mnist_lab import export
 from mnist_lab.predictor import DigitPredictor
-from mnist_lab.preprocess import ImageError
+from mnist_lab.preprocess import ImageError, ImageTooLarge
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -28,19 +28,33 @@ def error(status, message):
     return JSONResponse({"error": message}, status_code=status)
 
 
+def too_large(size):
+    return HTTPException(413, f"image too large: {size:,} bytes or more, at most {MAX_UPLOAD_BYTES:,}")
+
+
 async def read_image(request):
     """The uploaded image's bytes, from a multipart form (first file) or the raw body."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 1024:
-        raise HTTPException(413, f"image too large: {int(declared):,} bytes, at most {MAX_UPLOAD_BYTES:,}")
+    if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES + 64 * 1024:
+        raise too_large(int(declared))
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=10, max_part_size=MAX_UPLOAD_BYTES + 1)
+        try:
+            form = await request.form(max_files=1, max_fields=10, max_part_size=MAX_UPLOAD_BYTES + 1)
+        except HTTPException as exc:
+            if "maximum size" in str(exc.detail).lower():
+                raise too_large(MAX_UPLOAD_BYTES + 1) from None
+            raise
         uploads = [value for value in form.values() if hasattr(value, "read")]
         if not uploads:
             raise HTTPException(400, "no file in the form; send the image as a file field, e.g. image=@digit.png")
         data = await uploads[0].read()
     else:
-        data = await request.body()
+        data = bytearray()
+        async for chunk in request.stream():  # a body without Content-Length is cut off at the limit
+            data += chunk
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise too_large(len(data))
+        data = bytes(data)
     if not data:
         raise HTTPException(400, "empty request; send an image as the body or as a multipart file")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -56,6 +70,10 @@ def create_app(model_folder, models_dir=export.MODELS_DIR):
     async def http_error(request, exc):
         return error(exc.status_code, str(exc.detail))
 
+    @app.exception_handler(Exception)
+    async def unexpected_error(request, exc):  # still JSON, so the page can show it
+        return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+
     @app.get("/")
     async def page():
         return FileResponse(PAGE, media_type="text/html")
@@ -66,6 +84,8 @@ def create_app(model_folder, models_dir=export.MODELS_DIR):
         data = await read_image(request)
         try:
             prediction = await run_in_threadpool(predictor.predict, data, "upload")
+        except ImageTooLarge as exc:
+            return error(413, str(exc).removeprefix("upload: "))
         except ImageError as exc:
             return error(415 if "no digit" not in str(exc) else 422, str(exc).removeprefix("upload: "))
         return {**prediction.to_dict(), "model": predictor.name,
@@ -74,9 +94,8 @@ def create_app(model_folder, models_dir=export.MODELS_DIR):
 
     @app.get("/models")
     async def models():
-        folder = Path(models_dir)
-        found = [{"name": path.parent.name, "test_accuracy": export.read_metadata(path.parent).get("test_accuracy")}
-                 for path in sorted(folder.glob("*/saved_model.pb"))] if folder.is_dir() else []
+        found = [{"name": folder.name, "test_accuracy": export.read_metadata(folder).get("test_accuracy")}
+                 for folder in export.model_folders(models_dir)]
         return {"loaded": predictor.name, "models": found}
 
     @app.get("/health")

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from mnist_lab import export, plots, resume
 from mnist_lab.cli import non_negative_int, positive_int
+from mnist_lab.machine import cpu_name
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
@@ -108,16 +109,6 @@ def check_output_dir(output):
     export.check_writable_dir(output.parent, "--output")
 
 
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment():
     return {
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__,
@@ -199,7 +190,7 @@ def train(config, log=print):
     check_batch_size(recipe.batch_size, splits)
     # Input is checked; from here on this run writes, so it must be the only one writing here.
     with resume.OutputLock(output):
-        export.recover_interrupted(output.parent, log)
+        export.recover_interrupted(output.parent, log, own=output.name)
         return _train_holding_lock(config, recipe, data, splits, output, log)
 
 
@@ -237,7 +228,7 @@ def _train_holding_lock(config, recipe, data, splits, output, log):
     except Diverged as error:
         raise UserError(f"training diverged: the loss became {error.loss} in epoch {error.epoch}, "
                         f"batch {error.batch}; nothing was exported; try a --learning-rate below "
-                        f"{recipe.learning_rate:g}") from None
+                        f"{recipe.learning_rate:g} (with --fresh, as the settings change)") from None
     training_seconds = sum(epoch_seconds)
 
     # The one use of the test set: the final figure, after every choice is made.

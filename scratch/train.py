@@ -25,6 +25,7 @@ from mnist_lab import export  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_splits, to_model_input  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
+from mnist_lab.resume import OutputLock  # noqa: E402
 from mnist_lab.training import (DEFAULT_SEED, add_run_flags, check_output_dir, provenance,  # noqa: E402
                                 write_model_folder)
 from models import REGISTRY  # noqa: E402
@@ -52,7 +53,6 @@ def train_scratch(config, log=print):
     batch_size = config.batch_size or recipe.batch_size
     learning_rate = config.learning_rate or recipe.learning_rate
     output = Path(config.output or Path(export.MODELS_DIR) / NAME)
-    export.recover_interrupted(output.parent, log)
     check_output_dir(output)
 
     data = load_mnist(config.data_dir, log=log)
@@ -117,7 +117,9 @@ def train_scratch(config, log=print):
         "test_accuracy": round(test_accuracy, 6),
         **provenance(data, splits, model),
     }
-    write_model_folder(model, output, metadata, history, epoch_seconds)
+    with OutputLock(output):
+        export.recover_interrupted(output.parent, log, own=output.name)
+        write_model_folder(model, output, metadata, history, epoch_seconds)
     log(f"{NAME}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "
         f"trained {training_seconds:.1f} s ({epochs} epochs, NumPy) -> {output}")
     return metadata

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -108,15 +109,17 @@ def test_predict_reads_good_files_and_names_bad_ones(real_mnist, digits_model, t
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "blank.png").write_bytes(encode(Image.new("L", (64, 64), 255), "PNG"))
     done = run_script("predict.py", good, tmp_path / "notes.txt", tmp_path / "blank.png", tmp_path / "gone.png",
-                      "--models-dir", digits_model, "--show", tmp_path / "shown")
+                      "/proc/self/mem", tmp_path, good, "--models-dir", digits_model, "--show", tmp_path / "shown")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stdout.splitlines()[0].startswith("model: cnn (best recorded test accuracy, ")
     assert f"{good}: {y_test[0]} (" in done.stdout and "top 3:" in done.stdout
     errors = done.stderr.strip().splitlines()
-    assert len(errors) == 3
+    assert len(errors) == 5
     assert "notes.txt: not an image file" in errors[0] and "blank.png: no digit found" in errors[1]
-    assert "gone.png: no such file" in errors[2]
-    assert (tmp_path / "shown" / "seven.png").stat().st_size > 0
+    assert "gone.png: no such file" in errors[2] and "/proc/self/mem: cannot read it" in errors[3]
+    assert f"{tmp_path}: a folder, not an image file" in errors[4]
+    assert done.stdout.count(f"{good}: {y_test[0]} (") == 2, "the files after the bad ones are still read"
+    assert (tmp_path / "shown" / "seven.png").stat().st_size > 0 and (tmp_path / "shown" / "seven_.png").is_file()
 
     as_json = run_script("predict.py", good, "--models-dir", digits_model, "--json", "--model", "cnn")
     record = json.loads(as_json.stdout)
@@ -139,11 +142,12 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def server(digits_model):
+def server(digits_model, tmp_path_factory):
     """`python serve.py` for real, on a free loopback port."""
     port = free_port()
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")  # a file: a pipe nobody reads could fill
     process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--models-dir", str(digits_model),
-                                "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -152,12 +156,14 @@ def server(digits_model):
                 break
         except httpx.TransportError:
             pass
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, Path(log.name).read_text()
         assert time.monotonic() < deadline, "the server did not come up"
         time.sleep(0.2)
     yield url
     process.terminate()
     process.wait(timeout=30)
+    log.close()
+    assert "Traceback" not in Path(log.name).read_text(), "the server logged a crash"
 
 
 def test_the_endpoints_answer(server, real_mnist):
@@ -182,6 +188,9 @@ def test_the_endpoints_answer(server, real_mnist):
     ({"content": b"plain text, no image"}, 415, "not an image file"),
     ({"content": encode(Image.new("L", (50, 50), 255), "PNG")}, 422, "no digit found"),
     ({"content": b"\x89PNG" + bytes(6 * 1024 * 1024)}, 413, "image too large"),
+    ({"files": {"image": ("big.png", b"\x89PNG" + bytes(6 * 1024 * 1024), "image/png")}}, 413, "image too large"),
+    ({"content": (chunk for chunk in [bytes(1024 * 1024)] * 6)}, 413, "image too large"),  # no Content-Length
+    ({"content": encode(Image.new("L", (6000, 5000), 255), "PNG")}, 413, "too large"),  # few bytes, many pixels
     ({"files": {"note": ("a.txt", b"", "text/plain")}, "data": {}}, 400, "empty request"),
     ({"content": b'--x\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n--x--\r\n',
       "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, "no file in the form"),
@@ -242,15 +251,14 @@ def test_drawing_on_the_page_shows_the_right_digit(server):
             box = page.locator("#pad").bounding_box()
             for digit, points in strokes.items():
                 page.click("#clear")
-                page.evaluate("delete document.body.dataset.prediction")
                 page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
                 page.mouse.down()
                 for (x0, y0), (x1, y1) in zip(points, points[1:]):
                     for step in range(1, 21):
                         page.mouse.move(box["x"] + x0 + (x1 - x0) * step / 20, box["y"] + y0 + (y1 - y0) * step / 20)
-                page.mouse.up()
-                page.wait_for_function("document.body.dataset.prediction !== undefined", timeout=30_000)
-                page.wait_for_load_state("networkidle")
+                page.mouse.up()  # sends the finished drawing; the page is busy until its answer is shown
+                page.wait_for_function("document.body.dataset.prediction !== undefined && !document.body.dataset.busy",
+                                       timeout=30_000)
                 page.screenshot(path=str(ARTIFACTS / f"page_drew_{digit}.png"))
                 assert page.locator("#digit").inner_text() == digit
                 assert page.locator("#seen").get_attribute("src").startswith("data:image/png")

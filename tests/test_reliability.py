@@ -213,6 +213,8 @@ def test_deterministic_runs_are_bit_identical(tmp_path, synthetic_dir):
 
 def sweep_cases():
     import evaluate as evaluate_cli
+    import predict as predict_cli
+    import serve as serve_cli
     import train as train_cli
     from mnist_lab.data import __main__ as data_cli
     from scratch import train as scratch_cli
@@ -221,7 +223,7 @@ def sweep_cases():
                     "scratch": ["--epochs", "--batch-size", "--subset", "--validation-size"],
                     "evaluate": ["--batch-size"]}
     mains = {"train": train_cli.main, "scratch": scratch_cli.main, "evaluate": evaluate_cli.main,
-             "data": data_cli.main}
+             "data": data_cli.main, "predict": predict_cli.main, "serve": serve_cli.main}
     cases = []
     for command, flags in number_flags.items():
         for flag in flags:
@@ -250,6 +252,14 @@ def sweep_cases():
         ("evaluate", ["--model", "nothing_here"], "no trained model nothing_here"),
         ("data", ["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder"),
         ("data", ["--no-such-flag"], "unrecognized arguments"),
+        ("predict", ["--models-dir", "/no/such/models"], "no trained models in /no/such/models/"),
+        ("predict", ["--model", "nothing_here"], "--model nothing_here: no trained model"),
+        ("predict", ["--json", "--show", "--no-such-flag"], "unrecognized arguments"),
+        ("serve", ["--port", "0"], "--port"),
+        ("serve", ["--port", "70000"], "a port from 1 to 65535, got 70000"),
+        ("serve", ["--port", "http"], "--port"),
+        ("serve", ["--model", "nothing_here"], "--model nothing_here: no trained model"),
+        ("serve", ["--models-dir", "/no/such/models"], "no trained models in /no/such/models/"),
     ]
     return mains, cases
 
@@ -264,10 +274,14 @@ def test_every_flag_rejects_values_that_cannot_work(command, args, fragment, tmp
     defaults = {"train": ["--data-dir", str(synthetic_dir), "--validation-size", "200", "--epochs", "1"],
                 "scratch": ["--data-dir", str(synthetic_dir), "--validation-size", "200", "--epochs", "1"],
                 "evaluate": ["--models-dir", str(tmp_path / "models"), "--data-dir", str(synthetic_dir)],
-                "data": []}[command]
+                "data": [],
+                "predict": ["--models-dir", str(tmp_path / "models")],
+                "serve": ["--models-dir", str(tmp_path / "models")]}[command]
     given = {arg for arg in args if arg.startswith("--")}
     argv = [*args] + [item for flag, value in zip(defaults[::2], defaults[1::2]) if flag not in given
                       for item in (flag, value)]
+    if command == "predict":
+        argv.append(str(tmp_path / "digit.png"))  # the positional IMAGE
     (tmp_path / "models" / "model_a").mkdir(parents=True)
     try:
         status = run(lambda: MAINS[command](argv))

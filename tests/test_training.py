@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mnist_lab import export
 from mnist_lab.data.pipeline import to_model_input
 from mnist_lab.errors import UserError
 from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate
@@ -128,9 +129,10 @@ def test_retraining_replaces_the_model_whole(trained, synthetic_dir):
 def test_a_swap_cut_short_is_undone_on_the_next_run(trained, synthetic_dir, tmp_path):
     """A kill between "set the old model aside" and "move the new one in" leaves the old one hidden."""
     folder, first = trained
-    aside = folder.parent / ".cnn.old-999999999"  # no process has this pid
+    aside = folder.parent / ".cnn.old-1"  # pid 1 is alive: only the released lock says the run is over
     folder.rename(aside)
-    (folder.parent / ".cnn.tmp-999999999").mkdir()  # a dead run's half-written staging folder
+    (folder.parent / ".cnn.tmp-1").mkdir()  # a dead run's half-written staging folder
+    assert export.model_folders(folder.parent) == []
     config = EvalConfig(models_dir=str(folder.parent), data_dir=str(synthetic_dir), reports_dir=str(tmp_path / "r"))
     rows, failures = evaluate(config, log=quiet)
     assert [row["model"] for row in rows] == ["cnn"] and failures == []
