@@ -113,6 +113,7 @@ def prepare_backup(folder, settings, fresh, log=print):
     command, or says --fresh.
     """
     folder = Path(folder)
+    settings = json.loads(json.dumps(settings))  # compare as saved: tuples come back as lists
     if fresh and folder.exists():
         shutil.rmtree(folder)
         log(f"--fresh: removed the interrupted run's backup {folder}")

@@ -23,6 +23,7 @@ import tensorflow as tf
 from mnist_lab import export, plots, resume
 from mnist_lab.cli import non_negative_int, positive_int
 from mnist_lab.machine import cpu_name
+from mnist_lab.schedules import OneCycle
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
@@ -86,16 +87,31 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             raise Diverged(self.epoch, batch + 1, loss)
 
 
+def build_model(spec, recipe):
+    """The model, under Keras' mixed bfloat16 policy when the recipe asks; the global policy is restored."""
+    if not recipe.mixed_bfloat16:
+        return spec.build()
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        return spec.build()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def make_optimizer(recipe, steps_per_epoch):
     learning_rate = recipe.learning_rate
     if recipe.schedule == "cosine":
         learning_rate = keras.optimizers.schedules.CosineDecay(
             recipe.learning_rate, decay_steps=recipe.epochs * steps_per_epoch)
+    elif recipe.schedule == "one_cycle":
+        learning_rate = OneCycle(recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch)
     if recipe.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
     if recipe.optimizer == "rmsprop":
         return keras.optimizers.RMSprop(learning_rate)
-    return keras.optimizers.Adam(learning_rate)
+    beta_1, beta_2 = recipe.adam_betas
+    return keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2)
 
 
 def check_output_dir(output):
@@ -202,10 +218,10 @@ def _train_holding_lock(config, recipe, data, splits, output, log):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = spec.build()  # built: BackupAndRestore needs weights to restore into
+    model = build_model(spec, recipe)  # built: BackupAndRestore needs weights to restore into
     steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
-    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=recipe.jit_compile)
     train_ds = make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
                             augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
     val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size)

@@ -16,6 +16,7 @@ PARAMETERS = {
     "cnn_dropout": 225_034,
     "lenet5": 61_706,
     "deep_cnn": 326_826,
+    "fast_cnn": 215_194,
 }
 
 

@@ -169,3 +169,30 @@ def test_the_cnn_learns_real_mnist(real_mnist, tmp_path):
     metadata = train(config, log=quiet)
     assert metadata["data"]["verified_mnist"] is True
     assert metadata["validation_accuracy"] > 0.95 and metadata["test_accuracy"] > 0.95
+
+
+def test_the_one_cycle_bfloat16_recipe_trains_saves_and_reloads(tmp_path, synthetic_dir, synthetic_arrays):
+    """fast_cnn: custom schedule in model.keras, bfloat16 compute, float32 probabilities served."""
+    config = TrainConfig(model="fast_cnn", data_dir=str(synthetic_dir), validation_size=200,
+                         output=str(tmp_path / "fast"), verbose=0)
+    metadata = train(config, log=quiet)
+    assert metadata["recipe"]["schedule"] == "one_cycle" and metadata["recipe"]["mixed_bfloat16"] is True
+    assert keras.mixed_precision.global_policy().name == "float32", "the global policy is restored"
+    reloaded = keras.saving.load_model(tmp_path / "fast" / "model.keras")
+    assert reloaded.layers[1].compute_dtype == "bfloat16"
+    images = to_model_input(synthetic_arrays[2][:32])
+    served = SavedModelClassifier(tmp_path / "fast").predict(images)
+    assert served.dtype == np.float32
+    eager = np.asarray(reloaded(images, training=False))
+    np.testing.assert_allclose(served, eager, atol=0.03)  # bfloat16 keeps about 3 significant digits
+    np.testing.assert_array_equal(served.argmax(axis=1), eager.argmax(axis=1))
+
+
+def test_one_cycle_rises_then_falls_to_zero():
+    from mnist_lab.schedules import OneCycle
+
+    schedule = OneCycle(0.01, total_steps=100)
+    rates = [float(schedule(step)) for step in (0, 15, 30, 65, 100)]
+    assert rates[0] == pytest.approx(0.01 / 25) and rates[2] == pytest.approx(0.01)
+    assert rates[0] < rates[1] < rates[2] > rates[3] > rates[4] == 0.0
+    assert OneCycle.from_config(schedule.get_config()).get_config() == schedule.get_config()

@@ -1,0 +1,225 @@
+"""How fast each model trains and answers on this machine, and how close to its limit it runs.
+
+    python benchmarks/speed.py            # full run: 5 seeds of fast_cnn, every model (~5 minutes)
+    python benchmarks/speed.py --quick    # seconds, on a subset: checks that the benchmark works
+
+Measures, inside this process, after a warm-up, so interpreter start-up and graph tracing are
+excluded:
+- time to 99 % for `fast_cnn`: its recipe (one epoch) trained on all 60000 training images, per
+  seed: training seconds and the test accuracy reached; median and spread over seeds;
+- per registered model: steady-state training images per second, training FLOPs per image (3x the
+  forward pass's multiply-adds x 2, counted for Conv2D and Dense layers), the GFLOP/s that implies,
+  and that as a fraction of this machine's float32 matrix-multiply GFLOP/s measured in the same run;
+- inference through each model's exported SavedModel: images per second at batch 1000, and the
+  latency of a single image (median and p99);
+- the machine and package versions.
+Writes reports/benchmark.json and reports/benchmark.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules are one level up
+
+from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import  # noqa: E402
+
+quiet_tensorflow_import()
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from mnist_lab import export  # noqa: E402
+from mnist_lab.data import load_mnist  # noqa: E402
+from mnist_lab.data.pipeline import make_dataset, to_model_input  # noqa: E402
+from mnist_lab.evaluation import SavedModelClassifier  # noqa: E402
+from mnist_lab.machine import cpu_name  # noqa: E402
+from mnist_lab.training import build_model, make_optimizer  # noqa: E402
+from models import REGISTRY  # noqa: E402
+
+
+def forward_flops(model):
+    """Floating-point operations (2 per multiply-add) of one image's forward pass, Conv2D and Dense."""
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            _, out_h, out_w, out_c = layer.output.shape
+            flops += 2 * out_h * out_w * out_c * kh * kw * layer.input.shape[-1]
+        elif isinstance(layer, keras.layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return flops
+
+
+def training_flops(model):
+    """Forward plus backward: the backward pass costs about twice the forward (input and weight gradients)."""
+    return 3 * forward_flops(model)
+
+
+def matmul_gflops(size=2048, repeats=10):
+    """This machine's float32 matrix-multiply rate: the practical ceiling for dense and conv layers."""
+    a = tf.random.uniform((size, size))
+    b = tf.random.uniform((size, size))
+    tf.linalg.matmul(a, b).numpy()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.linalg.matmul(a, b)
+    c.numpy()
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def compiled(name, steps_per_epoch):
+    recipe = REGISTRY[name].recipe
+    model = build_model(REGISTRY[name], recipe)
+    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=recipe.jit_compile)
+    return model, recipe
+
+
+def time_to_accuracy(data, seed):
+    """fast_cnn's recipe on all training images; seconds of training (tracing excluded) and test accuracy."""
+    keras.utils.set_random_seed(seed)
+    steps = int(np.ceil(len(data.x_train) / REGISTRY["fast_cnn"].recipe.batch_size))
+    model, recipe = compiled("fast_cnn", steps)
+    train_ds = make_dataset(data.x_train, data.y_train, recipe.batch_size, shuffle=True, seed=seed)
+    initial = model.get_weights()
+    model.fit(train_ds.take(2), epochs=1, verbose=0, shuffle=False)  # trace the training step, then undo what it learned
+    model.set_weights(initial)
+    for variable in model.optimizer.variables:
+        variable.assign(tf.zeros_like(variable))
+    start = time.perf_counter()
+    model.fit(train_ds, epochs=recipe.epochs, verbose=0, shuffle=False)
+    seconds = time.perf_counter() - start
+    _, accuracy = model.evaluate(make_dataset(data.x_test, data.y_test, 1000), verbose=0)
+    return {"seed": seed, "seconds": round(seconds, 3), "test_accuracy": round(float(accuracy), 6)}
+
+
+def training_throughput(name, data, steps):
+    """Steady-state training images per second for the model's recipe batch size."""
+    model, recipe = compiled(name, steps_per_epoch=1000)
+    batches = make_dataset(data.x_train, data.y_train, recipe.batch_size, shuffle=True, seed=0,
+                           augment=recipe.augment).repeat()
+    model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and first allocations
+    start = time.perf_counter()
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    return model, steps * recipe.batch_size / (time.perf_counter() - start)
+
+
+def inference(model, images, single_calls):
+    """Images/s at batch 1000 and single-image latency, through the exported SavedModel."""
+    with tempfile.TemporaryDirectory() as folder:
+        export.export_savedmodel(model, folder)
+        classifier = SavedModelClassifier(folder)
+        batch = images[:1000]
+        classifier.predict(batch)
+        start = time.perf_counter()
+        for _ in range(3):
+            classifier.predict(batch)
+        rate = 3 * len(batch) / (time.perf_counter() - start)
+        one = images[:1]
+        classifier.predict(one)
+        latencies = []
+        for _ in range(single_calls):
+            start = time.perf_counter()
+            classifier.predict(one)
+            latencies.append(time.perf_counter() - start)
+    ms = np.array(latencies) * 1000
+    return rate, float(np.median(ms)), float(np.percentile(ms, 99))
+
+
+def run(quick=False, seeds=5, models=None, log=print):
+    data = load_mnist(log=log)
+    if quick:
+        data = type(data)(data.x_train[:2048], data.y_train[:2048], data.x_test[:1000], data.y_test[:1000],
+                          data.source + " (quick: a subset)", data.verified)
+        seeds, models = 1, models or ["fast_cnn", "mlp"]
+    models = models or sorted(REGISTRY)
+    peak = matmul_gflops(1024 if quick else 2048, 3 if quick else 10)
+    log(f"matrix multiply: {peak:.1f} GFLOP/s (float32)")
+
+    runs = []
+    for seed in range(1, seeds + 1):
+        runs.append(time_to_accuracy(data, seed))
+        log(f"fast_cnn seed {seed}: {runs[-1]['seconds']:.2f} s, test accuracy {100 * runs[-1]['test_accuracy']:.2f} %")
+    seconds = [r["seconds"] for r in runs]
+    accuracies = [r["test_accuracy"] for r in runs]
+
+    images = to_model_input(data.x_test)
+    rows = []
+    for name in models:
+        model, rate = training_throughput(name, data, steps=3 if quick else 40)
+        flops = training_flops(model)
+        achieved = rate * flops / 1e9
+        infer_rate, p50, p99 = inference(model, images, 20 if quick else 300)
+        rows.append({"model": name, "train_images_per_second": round(rate, 1), "training_flops_per_image": flops,
+                     "gflops_per_second": round(achieved, 2), "fraction_of_matmul": round(achieved / peak, 4),
+                     "inference_images_per_second_batch_1000": round(infer_rate, 1),
+                     "single_image_ms_median": round(p50, 3), "single_image_ms_p99": round(p99, 3)})
+        log(f"{name}: train {rate:,.0f} img/s, {achieved:.1f} GFLOP/s ({100 * achieved / peak:.0f} % of matmul); "
+            f"infer {infer_rate:,.0f} img/s, single image {p50:.2f} ms (p99 {p99:.2f})")
+
+    return {
+        "quick": quick,
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform()},
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+                     "numpy": np.__version__},
+        "data": data.source,
+        "matmul_gflops_per_second": round(peak, 2),
+        "fast_cnn_time_to_accuracy": {
+            "recipe": REGISTRY["fast_cnn"].recipe.to_dict(), "training_images": len(data.x_train), "runs": runs,
+            "median_seconds": round(float(np.median(seconds)), 3), "min_seconds": min(seconds),
+            "max_seconds": max(seconds), "mean_test_accuracy": round(float(np.mean(accuracies)), 6),
+            "min_test_accuracy": min(accuracies), "max_test_accuracy": max(accuracies)},
+        "models": rows,
+    }
+
+
+def to_markdown(result):
+    fast = result["fast_cnn_time_to_accuracy"]
+    machine = result["machine"]
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; TensorFlow {result['versions']['tensorflow']}, "
+             f"Keras {result['versions']['keras']}; float32 matrix multiply {result['matmul_gflops_per_second']} GFLOP/s.",
+             "",
+             f"`fast_cnn` on {fast['training_images']} training images, {len(fast['runs'])} seed(s): median "
+             f"{fast['median_seconds']:.2f} s of training (from {fast['min_seconds']:.2f} to {fast['max_seconds']:.2f} s), "
+             f"test accuracy mean {100 * fast['mean_test_accuracy']:.2f} % (from {100 * fast['min_test_accuracy']:.2f} "
+             f"to {100 * fast['max_test_accuracy']:.2f} %).",
+             "",
+             "| model | train images/s | training MFLOP/image | GFLOP/s | of matmul | inference images/s (batch 1000) | 1 image p50 | p99 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result["models"]:
+        lines.append(f"| {row['model']} | {row['train_images_per_second']:,.0f} | {row['training_flops_per_image'] / 1e6:.1f} | "
+                     f"{row['gflops_per_second']:.1f} | {100 * row['fraction_of_matmul']:.0f} % | "
+                     f"{row['inference_images_per_second_batch_1000']:,.0f} | {row['single_image_ms_median']:.2f} ms | "
+                     f"{row['single_image_ms_p99']:.2f} ms |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a subset, 1 seed, 2 models: seconds (default: full)")
+    parser.add_argument("--seeds", type=positive_int, default=5, help="fast_cnn seeds (default: 5)")
+    parser.add_argument("--model", dest="models", action="append", choices=sorted(REGISTRY),
+                        help="only these models; repeat for several (default: all)")
+    parser.add_argument("--output", default=str(ROOT / "reports"), help="where benchmark.json/.md go (default: reports)")
+    args = parser.parse_args(argv)
+    export.check_writable_dir(args.output, "--output")
+    result = run(args.quick, args.seeds, args.models)
+    markdown = to_markdown(result)
+    (Path(args.output) / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+    (Path(args.output) / "benchmark.md").write_text(markdown)
+    print("\n" + markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    from mnist_lab.cli import run as run_cli
+
+    sys.exit(run_cli(main))
