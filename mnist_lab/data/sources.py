@@ -221,8 +221,10 @@ def load_cached(path):
 def download_with_keras():
     import keras
 
+    # An absolute path: Keras reads KERAS_HOME once, at import, and must use the same file as we do.
     try:
-        return tuple(np.asarray(a) for pair in keras.datasets.mnist.load_data() for a in pair)
+        return tuple(np.asarray(a) for pair in keras.datasets.mnist.load_data(path=str(keras_cache_path()))
+                     for a in pair)
     except Exception as error:  # Keras wraps every network failure differently
         raise DataError(f"keras.datasets.mnist.load_data() failed: {str(error).splitlines()[0][:200]}") from None
 
