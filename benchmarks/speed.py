@@ -41,7 +41,7 @@ from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.data.pipeline import make_dataset, to_model_input  # noqa: E402
 from mnist_lab.evaluation import SavedModelClassifier  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
-from mnist_lab.training import build_model, make_optimizer  # noqa: E402
+from mnist_lab.training import build_and_compile  # noqa: E402
 from models import REGISTRY  # noqa: E402
 
 
@@ -76,11 +76,9 @@ def matmul_gflops(size=2048, repeats=10):
 
 
 def compiled(name, steps_per_epoch):
+    """The registered model with its recipe, compiled exactly as train.py compiles it."""
     recipe = REGISTRY[name].recipe
-    model = build_model(REGISTRY[name], recipe)
-    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=recipe.jit_compile)
-    return model, recipe
+    return build_and_compile(REGISTRY[name], recipe, steps_per_epoch), recipe
 
 
 def time_to_accuracy(data, seed):

@@ -16,7 +16,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from mnist_lab import export, plots
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import to_model_input
-from mnist_lab.errors import ModelError, UserError
+from mnist_lab.errors import ModelError, UserError, first_line
 from models import INPUT_SHAPE, NUM_CLASSES
 
 GRID_SIZE = 50  # test images shown in the predictions grid
@@ -43,8 +43,7 @@ class SavedModelClassifier:
         try:
             self._loaded = tf.saved_model.load(str(self.folder))
         except Exception as error:  # TensorFlow raises many types for a damaged folder
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise ModelError(f"{self.name}: cannot load the SavedModel in {self.folder} ({reason})") from None
+            raise ModelError(f"{self.name}: cannot load the SavedModel in {self.folder} ({first_line(error)})") from None
         self._signature = self._loaded.signatures.get("serving_default")
         if self._signature is None:
             raise ModelError(f"{self.name}: the SavedModel has no serving_default signature")
@@ -66,8 +65,7 @@ class SavedModelClassifier:
             batches = [self._signature(**{self._input_name: tf.constant(images[i:i + batch_size])})[self._output_name].numpy()
                        for i in range(0, len(images), batch_size)]
         except (tf.errors.OpError, ValueError, TypeError) as error:
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            raise ModelError(f"{self.name}: failed on MNIST images ({reason})") from None
+            raise ModelError(f"{self.name}: failed on MNIST images ({first_line(error)})") from None
         probabilities = np.concatenate(batches)
         if probabilities.shape != (len(images), NUM_CLASSES):
             raise ModelError(f"{self.name}: its output has shape {probabilities.shape}, "

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from mnist_lab import export
+from mnist_lab.errors import first_line
 from mnist_lab.predictor import DigitPredictor
 from mnist_lab.preprocess import ImageError, ImageTooLarge
 
@@ -72,7 +73,7 @@ def create_app(model_folder, models_dir=export.MODELS_DIR):
 
     @app.exception_handler(Exception)
     async def unexpected_error(request, exc):  # still JSON, so the page can show it
-        return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+        return error(500, f"internal error ({type(exc).__name__}): {first_line(exc)}")
 
     @app.get("/")
     async def page():

@@ -99,6 +99,14 @@ def build_model(spec, recipe):
         keras.mixed_precision.set_global_policy(previous)
 
 
+def build_and_compile(spec, recipe, steps_per_epoch):
+    """The model built per its recipe (precision included) and compiled with the recipe's optimizer."""
+    model = build_model(spec, recipe)
+    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"], jit_compile=recipe.jit_compile)
+    return model
+
+
 def make_optimizer(recipe, steps_per_epoch):
     learning_rate = recipe.learning_rate
     if recipe.schedule == "cosine":
@@ -218,10 +226,8 @@ def _train_holding_lock(config, recipe, data, splits, output, log):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = build_model(spec, recipe)  # built: BackupAndRestore needs weights to restore into
     steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
-    model.compile(optimizer=make_optimizer(recipe, steps_per_epoch), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=recipe.jit_compile)
+    model = build_and_compile(spec, recipe, steps_per_epoch)  # built: BackupAndRestore needs its weights
     train_ds = make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
                             augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
     val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_lab.data import idx
-from mnist_lab.errors import DataError
+from mnist_lab.errors import DataError, first_line
 
 # SHA-256 of array.tobytes() for the official MNIST arrays (uint8).
 MNIST_SHA256 = {
@@ -226,7 +226,7 @@ def download_with_keras():
         return tuple(np.asarray(a) for pair in keras.datasets.mnist.load_data(path=str(keras_cache_path()))
                      for a in pair)
     except Exception as error:  # Keras wraps every network failure differently
-        raise DataError(f"keras.datasets.mnist.load_data() failed: {str(error).splitlines()[0][:200]}") from None
+        raise DataError(f"keras.datasets.mnist.load_data() failed: {first_line(error)}") from None
 
 
 def load_mnist(data_dir=None, log=print):
