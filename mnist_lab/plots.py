@@ -65,3 +65,33 @@ def seen_and_probabilities(image, probabilities, path, title):
     bars[int(np.argmax(probabilities))].set_color("tab:blue")
     right.set(xticks=range(10), ylim=(0, 1), xlabel="digit", ylabel="probability")
     figure.savefig(path, dpi=100)
+
+
+def search_results(rows, objective, top_names, path, title):
+    """A search's objective per trial (with the best so far), then against its most influential hyperparameters."""
+    scored = [row for row in rows if row[objective] is not None]
+    figure = Figure(figsize=(5 * (1 + len(top_names)), 4), layout="constrained")
+    figure.suptitle(title)
+    panels = np.atleast_1d(figure.subplots(1, 1 + len(top_names)))
+    order = np.arange(1, len(scored) + 1)
+    scores = np.array([row[objective] for row in scored])
+    panels[0].plot(order, scores, "o", label="trial")
+    panels[0].step(order, np.maximum.accumulate(scores), where="post", label="best so far")
+    panels[0].set(xlabel="trial", ylabel=objective)
+    panels[0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    panels[0].legend()
+    for axes, name in zip(panels[1:], top_names):
+        pairs = [(row["values"][name], row[objective]) for row in scored if name in row["values"]]
+        values = [value for value, _ in pairs]
+        if all(isinstance(value, float) for value in values):
+            axes.plot(values, [score for _, score in pairs], "o")
+            if min(values) > 0 and max(values) / min(values) > 20:
+                axes.set_xscale("log")
+        else:  # categories, booleans, small whole numbers: one column of points per value
+            levels = sorted(set(values), key=str)
+            axes.plot([levels.index(value) for value in values], [score for _, score in pairs], "o", alpha=0.7)
+            axes.set_xticks(range(len(levels)), [str(level) for level in levels])
+        axes.set(xlabel=name, ylabel=objective, title=f"{objective} against {name}")
+    for axes in panels:
+        axes.grid(alpha=0.3)
+    figure.savefig(path, dpi=100)

@@ -37,9 +37,10 @@ def backup_dir(output):
 class OutputLock:
     """An exclusive, non-blocking lock on a model folder for the length of a `with` block."""
 
-    def __init__(self, output):
+    def __init__(self, output, flag="--output"):
         self.output = Path(output)
         self.path = lock_path(self.output)
+        self.flag = flag  # the flag that chooses another folder, for the message
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +52,7 @@ class OutputLock:
             holder = self._handle.read().strip() or "another process"
             self._handle.close()
             raise UserError(f"{self.output} is being written by another run ({holder}); wait for it "
-                            "to finish or choose another --output") from None
+                            f"to finish or choose another {self.flag}") from None
         self._handle.seek(0)
         self._handle.truncate()
         self._handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "

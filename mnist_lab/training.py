@@ -54,12 +54,12 @@ class TrainConfig:
     deterministic: bool = False  # bit-identical results for the same seed, at some cost in speed
     verbose: Optional[int] = None  # Keras' fit verbosity; None: a progress bar on a terminal, else a line per epoch
 
-    def recipe(self):
-        """The model's recipe with this run's overrides applied."""
+    def recipe(self, base=None):
+        """The model's recipe (or `base`) with this run's overrides applied."""
         overrides = {field: getattr(self, field)
                      for field in ("epochs", "batch_size", "learning_rate", "optimizer", "schedule", "augment")
                      if getattr(self, field) is not None}
-        return dataclasses.replace(REGISTRY[self.model].recipe, **overrides)
+        return dataclasses.replace(base or REGISTRY[self.model].recipe, **overrides)
 
     def output_dir(self):
         return Path(self.output) if self.output else MODELS_DIR / self.model
@@ -200,26 +200,31 @@ def write_model_folder(model, output, metadata, history, epoch_seconds):
         raise
 
 
-def train(config, log=print):
-    """Train (or resume), test once, export; return the metadata written beside the model."""
-    if config.model not in REGISTRY:
+def train(config, log=print, spec=None, extra_metadata=None):
+    """Train (or resume), test once, export; return the metadata written beside the model.
+
+    `spec` trains a model that is not in the registry (the tuned MLP) under the name
+    `config.model`, with `spec.recipe` in place of a registered recipe; `extra_metadata` is
+    added to its metadata.json.
+    """
+    if spec is None and config.model not in REGISTRY:
         raise UserError(f"--model {config.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
+    spec = spec or REGISTRY[config.model]
     output = config.output_dir()
     check_output_dir(output)
     if config.tensorboard:
         export.check_writable_dir(config.tensorboard, "--tensorboard")
-    recipe = config.recipe()
+    recipe = config.recipe(spec.recipe)
     data = load_mnist(config.data_dir, log=log)
     splits = make_splits(data, config.validation_size, config.subset)
     check_batch_size(recipe.batch_size, splits)
     # Input is checked; from here on this run writes, so it must be the only one writing here.
     with resume.OutputLock(output):
         export.recover_interrupted(output.parent, log, own=output.name)
-        return _train_holding_lock(config, recipe, data, splits, output, log)
+        return _train_holding_lock(config, spec, recipe, data, splits, output, log, extra_metadata or {})
 
 
-def _train_holding_lock(config, recipe, data, splits, output, log):
-    spec = REGISTRY[config.model]
+def _train_holding_lock(config, spec, recipe, data, splits, output, log, extra_metadata):
     log(f"{config.model}: {len(splits.x_train)} training, {len(splits.x_val)} validation, "
         f"{len(splits.x_test)} test images; recipe {recipe.to_dict()}")
 
@@ -233,7 +238,7 @@ def _train_holding_lock(config, recipe, data, splits, output, log):
     val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size)
 
     backup = resume.backup_dir(output)
-    settings = {"model": config.model, "recipe": recipe.to_dict(), "seed": config.seed,
+    settings = {"model": config.model, "summary": spec.summary, "recipe": recipe.to_dict(), "seed": config.seed,
                 "subset": config.subset, "validation_size": config.validation_size,
                 "deterministic": config.deterministic, "data": data.fingerprint}
     completed, history, epoch_seconds = resume.prepare_backup(backup, settings, config.fresh, log)
@@ -271,6 +276,7 @@ def _train_holding_lock(config, recipe, data, splits, output, log):
         "validation_accuracy": round(float(history["val_accuracy"][-1]), 6),
         "test_accuracy": round(float(test_accuracy), 6),
         "test_loss": round(float(test_loss), 6),
+        **extra_metadata,
         **provenance(data, splits, model),
     }
     write_model_folder(model, output, metadata, history, epoch_seconds)

@@ -116,3 +116,9 @@ def synthetic_arrays():
 def synthetic_dir(tmp_path, synthetic_arrays):
     """A --data-dir of gzip'd IDX files holding the synthetic dataset."""
     return write_idx_dataset(tmp_path / "synthetic", synthetic_arrays, compress=True)
+
+
+@pytest.fixture(scope="session")
+def real_mnist_dir(real_mnist, tmp_path_factory):
+    """The real MNIST as raw IDX files in a --data-dir of its own (for runs in child processes)."""
+    return write_idx_dataset(tmp_path_factory.mktemp("real_mnist"), real_mnist)

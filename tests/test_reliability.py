@@ -218,30 +218,42 @@ def sweep_cases():
     import train as train_cli
     from mnist_lab.data import __main__ as data_cli
     from scratch import train as scratch_cli
+    from tuning import search_mlp as search_cli
 
     number_flags = {"train": ["--epochs", "--batch-size", "--subset", "--validation-size"],
                     "scratch": ["--epochs", "--batch-size", "--subset", "--validation-size"],
-                    "evaluate": ["--batch-size"]}
+                    "evaluate": ["--batch-size"],
+                    "search": ["--max-trials", "--epochs", "--final-epochs", "--subset", "--validation-size"]}
     mains = {"train": train_cli.main, "scratch": scratch_cli.main, "evaluate": evaluate_cli.main,
-             "data": data_cli.main, "predict": predict_cli.main, "serve": serve_cli.main}
+             "data": data_cli.main, "predict": predict_cli.main, "serve": serve_cli.main, "search": search_cli.main}
     cases = []
     for command, flags in number_flags.items():
         for flag in flags:
             for value in ("-1", "0", "3.5", "many", ""):
                 cases.append((command, [flag, value], flag))
-    for command in ("train", "scratch"):
+    for command in ("train", "scratch", "search"):
         cases += [
-            (command, ["--learning-rate", "-0.1"], "--learning-rate"),
-            (command, ["--learning-rate", "inf"], "--learning-rate"),
             (command, ["--seed", "-5"], "--seed"),
             (command, ["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such folder"),
             (command, ["--output", "/proc/cannot/write"], "--output /proc/cannot"),
-            (command, ["--batch-size", "1000000000"], "--batch-size 1000000000: larger than the"),
             (command, ["--subset", "1000000000"], "--subset 1000000000: more than the"),
             (command, ["--validation-size", "1000000000"], "--validation-size 1000000000"),
             (command, ["--no-such-flag"], "unrecognized arguments"),
         ]
+    for command in ("train", "scratch"):
+        cases += [
+            (command, ["--learning-rate", "-0.1"], "--learning-rate"),
+            (command, ["--learning-rate", "inf"], "--learning-rate"),
+            (command, ["--batch-size", "1000000000"], "--batch-size 1000000000: larger than the"),
+        ]
     cases += [
+        ("search", ["--tuner", "grid"], "--tuner"),
+        ("search", ["--tuner", "hyperband", "--max-trials", "5"], "--max-trials does not apply to --tuner hyperband"),
+        ("search", ["--directory", "/proc/cannot/write"], "--directory /proc/cannot/write: cannot write"),
+        ("search", ["--reports-dir", "/proc/cannot/write"], "--reports-dir /proc/cannot/write: cannot write"),
+        ("search", ["--workers", "-1"], "--workers"),
+        ("search", ["--port", "70000"], "a port from 0 to 65535, got 70000"),
+        ("search", ["--worker-restarts", "many"], "--worker-restarts"),
         ("train", ["--model", "gpt"], "--model"),
         ("train", ["--optimizer", "lion"], "--optimizer"),
         ("train", ["--schedule", "linear"], "--schedule"),
@@ -276,7 +288,9 @@ def test_every_flag_rejects_values_that_cannot_work(command, args, fragment, tmp
                 "evaluate": ["--models-dir", str(tmp_path / "models"), "--data-dir", str(synthetic_dir)],
                 "data": [],
                 "predict": ["--models-dir", str(tmp_path / "models")],
-                "serve": ["--models-dir", str(tmp_path / "models")]}[command]
+                "serve": ["--models-dir", str(tmp_path / "models")],
+                "search": ["--data-dir", str(synthetic_dir), "--validation-size", "200", "--epochs", "1",
+                           "--directory", str(tmp_path / "tuner_state")]}[command]
     given = {arg for arg in args if arg.startswith("--")}
     argv = [*args] + [item for flag, value in zip(defaults[::2], defaults[1::2]) if flag not in given
                       for item in (flag, value)]
