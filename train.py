@@ -2,6 +2,8 @@
 
     python train.py --model cnn            # writes saved_models/cnn/
     python train.py --model lenet5 --epochs 3 --subset 2000
+    python train.py --model deep_cnn --seeds 3      # seeds 42-44: mean, std, min, max test accuracy
+    python train.py --model deep_cnn --ensemble 5   # seeds 42-46 averaged into saved_models/deep_cnn_ensemble5/
 
 Flags left out take the model's recipe (see models/__init__.py); the README lists them all.
 """
@@ -9,10 +11,12 @@ Flags left out take the model's recipe (see models/__init__.py); the README list
 import argparse
 import sys
 
-from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run
+from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run, whole_number
 
 quiet_tensorflow_import()
 
+from mnist_lab.ensemble import run_ensemble, run_seeds  # noqa: E402
+from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.training import TrainConfig, add_run_flags, train  # noqa: E402
 from models import DEFAULT_MODEL, OPTIMIZERS, REGISTRY, SCHEDULES  # noqa: E402
 
@@ -36,14 +40,31 @@ def parse_args(argv=None):
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard logs to DIR (default: off)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming an interrupted run of the same command (default: resume)")
+    several = parser.add_mutually_exclusive_group()
+    several.add_argument("--seeds", type=whole_number(2), metavar="N",
+                         help="train N seeds from --seed on into saved_models/members/<model>/seed-<S>/ (reusing "
+                              "any trained before) and report mean, std, min and max test accuracy in "
+                              "reports/seeds/ (default: one run)")
+    several.add_argument("--ensemble", type=whole_number(2), metavar="K",
+                         help="train K seeds likewise and export one model averaging their probabilities, "
+                              "to saved_models/<model>_ensemble<K>/ or --output (default: no ensemble)")
     parser.add_argument("--deterministic", action="store_true",
                         help="bit-identical weights and metrics for the same --seed on the same machine; slower (default: off)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    train(TrainConfig(**vars(args)))
+    args = vars(parse_args(argv))
+    seeds, ensemble = args.pop("seeds"), args.pop("ensemble")
+    config = TrainConfig(**args)
+    if seeds:
+        if config.output:
+            raise UserError("--output does not apply to --seeds: seed S goes to saved_models/members/<model>/seed-S/")
+        run_seeds(config, seeds)
+    elif ensemble:
+        run_ensemble(config, ensemble)
+    else:
+        train(config)
     return 0
 
 

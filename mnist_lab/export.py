@@ -21,6 +21,7 @@ MODELS_DIR = "saved_models"
 SERVING_INPUT = "image"
 SERVING_OUTPUT = "probabilities"
 METADATA_FILE = "metadata.json"
+MEMBERS_DIR = "members"  # inside MODELS_DIR: the seeds of `train.py --seeds/--ensemble`, not models of their own
 
 
 def export_savedmodel(model, path):

@@ -27,7 +27,7 @@ from mnist_lab.schedules import OneCycle
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
-from models import DEFAULT_MODEL, REGISTRY
+from models import DEFAULT_MODEL, REGISTRY, Recipe
 
 DEFAULT_SEED = 42
 MODELS_DIR = Path(export.MODELS_DIR)
@@ -185,14 +185,23 @@ def provenance(data, splits, model):
     }
 
 
-def write_model_folder(model, output, metadata, history, epoch_seconds):
+def recipe_from_metadata(recipe):
+    """The Recipe a model's metadata records; fields it predates take their defaults. None if unreadable."""
+    try:
+        return Recipe(**{**recipe, "adam_betas": tuple(recipe.get("adam_betas", Recipe.adam_betas))})
+    except (TypeError, AttributeError):
+        return None
+
+
+def write_model_folder(model, output, metadata, history=None, epoch_seconds=None):
     """SavedModel, model.keras, history, curves and metadata, swapped into `output` only when complete."""
     staging = export.staging_folder(output)
     try:
         export.export_savedmodel(model, staging)
         model.save(staging / "model.keras")
-        write_history(history, epoch_seconds, staging / "history.csv")
-        plots.training_curves(history, staging / "curves.png", title=metadata["model"])
+        if history is not None:
+            write_history(history, epoch_seconds, staging / "history.csv")
+            plots.training_curves(history, staging / "curves.png", title=metadata["model"])
         export.write_json(metadata, staging / export.METADATA_FILE)
         export.replace_folder(staging, output)
     except BaseException:

@@ -38,8 +38,8 @@ from models.mlp import build_mlp
 TUNERS = ("bayesian", "random", "hyperband")
 DEFAULT_TUNER = "bayesian"
 DEFAULT_MAX_TRIALS = 20
-DEFAULT_EPOCHS = 10
-DEFAULT_FINAL_EPOCHS = 30
+DEFAULT_EPOCHS = 15
+DEFAULT_FINAL_EPOCHS = 30  # twice a trial: the chosen values, trained to convergence
 STATE_DIR = "tuner_state"
 PROJECT_NAME = "mlp"
 MODEL_NAME = "mlp_tuned"

@@ -15,6 +15,7 @@ from models.deep_cnn import build_deep_cnn
 from models.fast_cnn import build_fast_cnn
 from models.lenet5 import build_lenet5
 from models.mlp import build_advanced_mlp, build_mlp
+from models.resnet import build_resnet
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "one_cycle")
@@ -93,6 +94,12 @@ REGISTRY = {
         Recipe(epochs=20, batch_size=128, learning_rate=2e-3, schedule="cosine", augment=True),
         "7 conv layers with BatchNorm and Dropout, augmentation",
         "aim: >= 99.6 %",
+    ),
+    "resnet": ModelSpec(
+        build_resnet,
+        Recipe(epochs=15, batch_size=128, learning_rate=2e-3, schedule="cosine", augment=True),
+        "ResNet: conv stem, 5 residual blocks (32, 32, 64, 64, 128), global average pooling",
+        "He et al. 2016 (residual learning); no MNIST figure",
     ),
 }
 

@@ -17,6 +17,7 @@ PARAMETERS = {
     "lenet5": 61_706,
     "deep_cnn": 326_826,
     "fast_cnn": 215_194,
+    "resnet": 403_498,
 }
 
 

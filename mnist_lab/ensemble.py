@@ -1,0 +1,169 @@
+"""One recipe over several seeds: the spread of its test accuracy, and an ensemble of the seeds.
+
+    python train.py --model deep_cnn --seeds 3      # seeds 42, 43, 44: mean, std, min, max
+    python train.py --model deep_cnn --ensemble 5   # seeds 42-46 averaged: saved_models/deep_cnn_ensemble5/
+
+Each seed is an ordinary trained model in saved_models/members/<model>/seed-<N>/. A model trained
+earlier with the same recipe, seed, split and data is reused (the one in saved_models/<model>/
+too), so `--seeds 3` then `--ensemble 5` trains 5 models, not 8. The members are fixed by their
+seeds before any is trained: nothing about an ensemble is chosen on the test set.
+"""
+
+import dataclasses
+import statistics
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from mnist_lab import export, resume
+from mnist_lab.data import load_mnist
+from mnist_lab.data.pipeline import make_splits, to_model_input
+from mnist_lab.errors import UserError
+from mnist_lab.training import (MODELS_DIR, check_output_dir, environment, provenance, recipe_from_metadata,
+                                train, write_model_folder)
+from models import INPUT_SHAPE, REGISTRY
+
+MEMBERS_DIR = MODELS_DIR / export.MEMBERS_DIR
+
+
+def member_dir(model, seed):
+    return MEMBERS_DIR / model / f"seed-{seed}"
+
+
+def ensemble_name(model, count):
+    return f"{model}_ensemble{count}"
+
+
+def same_run(metadata, config, recipe, fingerprint):
+    """Whether a model folder's metadata says it was trained as `config` would train it now."""
+    flags = metadata.get("flags", {})
+    return (metadata.get("model") == config.model and flags.get("seed") == config.seed
+            and flags.get("subset") == config.subset and flags.get("validation_size") == config.validation_size
+            and metadata.get("data", {}).get("fingerprint_sha256") == fingerprint
+            and recipe_from_metadata(metadata.get("recipe", {})) == recipe and "test_accuracy" in metadata)
+
+
+def trained_member(config, seed, fingerprint, log):
+    """(folder, metadata) of this recipe trained with `seed`: found if trained before, else trained now."""
+    member = dataclasses.replace(config, seed=seed, output=str(member_dir(config.model, seed)))
+    recipe = member.recipe()
+    for folder in (member_dir(config.model, seed), MODELS_DIR / config.model):
+        if (folder / "saved_model.pb").is_file() and (folder / "model.keras").is_file():
+            metadata = export.read_metadata(folder)
+            if same_run(metadata, member, recipe, fingerprint):
+                log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
+                    f"(test accuracy {100 * metadata['test_accuracy']:.2f} %)")
+                return folder, metadata
+    log(f"seed {seed}: training {config.model} -> {member.output}")
+    return Path(member.output), train(member, log)
+
+
+def train_members(config, count, log):
+    if config.model not in REGISTRY:
+        raise UserError(f"--model {config.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
+    fingerprint = load_mnist(config.data_dir, log=log).fingerprint
+    return [trained_member(config, config.seed + index, fingerprint, log) for index in range(count)]
+
+
+def spread(values):
+    values = [float(value) for value in values]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def seeds_summary(model, members):
+    """Mean, std (sample), min and max over the members' figures, and where each member is."""
+    metadatas = [metadata for _, metadata in members]
+    return {
+        "model": model,
+        "seeds": [metadata["flags"]["seed"] for metadata in metadatas],
+        "test_accuracy": spread(metadata["test_accuracy"] for metadata in metadatas),
+        "validation_accuracy": spread(metadata["validation_accuracy"] for metadata in metadatas),
+        "training_seconds": spread(metadata["training_seconds"] for metadata in metadatas),
+        "seconds_per_epoch": spread(metadata["seconds_per_epoch"] for metadata in metadatas),
+        "epochs": metadatas[0]["epochs_run"],
+        "parameters": metadatas[0]["parameters"],
+        "recipe": metadatas[0]["recipe"],
+        "members": [{"seed": metadata["flags"]["seed"], "folder": str(folder),
+                     "test_accuracy": metadata["test_accuracy"],
+                     "validation_accuracy": metadata["validation_accuracy"]} for folder, metadata in members],
+        **environment(),
+    }
+
+
+def format_seeds(summary):
+    test = summary["test_accuracy"]
+    lines = [f"{summary['model']} over {len(summary['seeds'])} seeds: test accuracy mean {100 * test['mean']:.2f} % "
+             f"± {100 * test['std']:.2f} (sample std), min {100 * test['min']:.2f} %, max {100 * test['max']:.2f} %",
+             "", "| seed | validation accuracy | test accuracy | model |", "|---:|---:|---:|---|"]
+    lines += [f"| {member['seed']} | {100 * member['validation_accuracy']:.2f} % | {100 * member['test_accuracy']:.2f} % "
+              f"| {member['folder']} |" for member in summary["members"]]
+    return "\n".join(lines)
+
+
+def run_seeds(config, count, reports_dir="reports", log=print):
+    """Train (or reuse) `count` seeds from config.seed on; report and return their spread."""
+    summary = seeds_summary(config.model, train_members(config, count, log))
+    folder = Path(reports_dir) / "seeds"
+    folder.mkdir(parents=True, exist_ok=True)
+    export.write_json(summary, folder / f"{config.model}.json")
+    text = format_seeds(summary)
+    (folder / f"{config.model}.md").write_text(text + "\n")
+    log(f"\n{text}\n\nwritten to {folder}/{config.model}.json and .md")
+    return summary
+
+
+def average_model(members, name):
+    """One functional model: `image` in, the mean of the members' probabilities out."""
+    inputs = keras.Input(shape=INPUT_SHAPE, name=export.SERVING_INPUT)
+    outputs = []
+    for index, member in enumerate(members):
+        member.name = f"member_{index}"  # nested models need names of their own
+        outputs.append(member(inputs))
+    probabilities = keras.layers.Average(name=export.SERVING_OUTPUT)(outputs)
+    return keras.Model(inputs, probabilities, name=name)
+
+
+def accuracy(model, images, labels):
+    probabilities = model.predict(to_model_input(images), batch_size=1000, verbose=0)
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
+
+
+def run_ensemble(config, count, log=print):
+    """Train (or reuse) `count` seeds, average them into one model, test it once, export it."""
+    if count < 2:
+        raise UserError(f"--ensemble {count}: an ensemble needs at least 2 members")
+    output = Path(config.output) if config.output else MODELS_DIR / ensemble_name(config.model, count)
+    check_output_dir(output)
+    members = train_members(dataclasses.replace(config, output=None), count, log)
+    name = output.name
+    model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
+                           for folder, _ in members], name)
+    data = load_mnist(config.data_dir, log=log)
+    splits = make_splits(data, config.validation_size, config.subset)
+    validation_accuracy = accuracy(model, splits.x_val, splits.y_val)
+    test_accuracy = accuracy(model, splits.x_test, splits.y_test)  # the one use of the test set
+    summary = seeds_summary(config.model, members)
+    metadata = {
+        "model": name,
+        "summary": f"mean probabilities of {count} {config.model} models (seeds {summary['seeds'][0]}-"
+                   f"{summary['seeds'][-1]})",
+        "source": REGISTRY[config.model].source,
+        "recipe": summary["recipe"],
+        "ensemble": {"of": config.model, "members": summary["members"],
+                     "member_test_accuracy": summary["test_accuracy"]},
+        "parameters": model.count_params(),
+        "epochs_run": summary["epochs"],
+        "training_seconds": round(sum(metadata["training_seconds"] for _, metadata in members), 2),
+        "seconds_per_epoch": round(summary["seconds_per_epoch"]["mean"], 2),
+        "validation_accuracy": round(validation_accuracy, 6),
+        "test_accuracy": round(test_accuracy, 6),
+        **provenance(data, splits, model),
+    }
+    with resume.OutputLock(output):
+        write_model_folder(model, output, metadata)
+    member_figures = summary["test_accuracy"]
+    log(f"{name}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images (its members "
+        f"{100 * member_figures['min']:.2f}-{100 * member_figures['max']:.2f} %) -> {output}")
+    return metadata

@@ -1,0 +1,101 @@
+"""Seeds and ensembles on tiny members, and test-time augmentation: the ensemble's SavedModel takes
+`image` and returns the mean of its members' probabilities; members are reused, never retrained
+for nothing; TTA with identity transforms is the plain prediction."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mnist_lab import ensemble
+from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate, shift, tta_probabilities
+from mnist_lab.training import TrainConfig, train
+import train as train_cli
+
+
+def quiet(*_):
+    pass
+
+
+@pytest.fixture
+def tiny(tmp_path, synthetic_dir, monkeypatch):
+    """simple_cnn for one epoch on the synthetic digits, with saved_models/ and reports/ in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return TrainConfig(model="simple_cnn", epochs=1, data_dir=str(synthetic_dir), validation_size=200, verbose=0)
+
+
+def test_an_ensemble_serves_image_and_averages_its_members_probabilities(tiny, tmp_path, synthetic_arrays):
+    metadata = ensemble.run_ensemble(tiny, 3, log=quiet)
+    folder = tmp_path / "saved_models" / "simple_cnn_ensemble3"
+    assert metadata["model"] == "simple_cnn_ensemble3"
+    assert [member["seed"] for member in metadata["ensemble"]["members"]] == [42, 43, 44]
+
+    images = synthetic_arrays[2][:50, ..., None].astype(np.float32) / 255
+    combined = SavedModelClassifier(folder)  # through the SavedModel API, as evaluate.py and serve.py load it
+    members = [SavedModelClassifier(tmp_path / "saved_models" / "members" / "simple_cnn" / f"seed-{seed}")
+               for seed in (42, 43, 44)]
+    member_probabilities = [member.predict(images) for member in members]
+    assert not np.allclose(member_probabilities[0], member_probabilities[1])  # different seeds, different models
+    np.testing.assert_allclose(combined.predict(images), np.mean(member_probabilities, axis=0), atol=1e-6)
+    assert metadata["parameters"] == 3 * 54_170
+
+    rows, failures = evaluate(EvalConfig(models_dir="saved_models", data_dir=tiny.data_dir, reports_dir="eval"),
+                              log=quiet)
+    assert failures == [] and [row["model"] for row in rows] == ["simple_cnn_ensemble3"]  # members are not listed
+
+
+def test_seeds_reuse_members_and_report_their_spread(tiny, tmp_path, capsys):
+    ensemble.run_ensemble(tiny, 2, log=quiet)
+    stamp = (tmp_path / "saved_models" / "members" / "simple_cnn" / "seed-42" / "metadata.json").stat().st_mtime_ns
+    argv = ["--model", "simple_cnn", "--epochs", "1", "--data-dir", tiny.data_dir, "--validation-size", "200",
+            "--seeds", "3"]
+    assert train_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("trained before") == 2 and "seed 44: training simple_cnn" in out
+    assert (tmp_path / "saved_models" / "members" / "simple_cnn" / "seed-42" / "metadata.json").stat().st_mtime_ns == stamp
+
+    summary = json.loads((tmp_path / "reports" / "seeds" / "simple_cnn.json").read_text())
+    figures = [member["test_accuracy"] for member in summary["members"]]
+    spread = ensemble.spread(figures)
+    assert spread["mean"] == pytest.approx(np.mean(figures)) and spread["std"] == pytest.approx(np.std(figures, ddof=1))
+    assert (spread["min"], spread["max"]) == (min(figures), max(figures))
+
+    assert train_cli.main(argv) == 0  # all reused now
+    assert capsys.readouterr().out.count("trained before") == 3
+
+
+def test_a_changed_recipe_is_not_mistaken_for_a_trained_member(tiny, capsys):
+    ensemble.run_seeds(tiny, 2, log=print)
+    capsys.readouterr()
+    ensemble.run_seeds(TrainConfig(**{**tiny.__dict__, "learning_rate": 0.002}), 2, log=print)
+    assert "trained before" not in capsys.readouterr().out
+
+
+def test_spread_of_given_figures():
+    assert ensemble.spread([0.9960, 0.9970, 0.9980]) == pytest.approx(
+        {"mean": 0.9970, "std": 0.0010, "min": 0.9960, "max": 0.9980})
+
+
+def test_tta_with_identity_transforms_is_the_plain_prediction(synthetic_arrays):
+    images = synthetic_arrays[0][:20, ..., None].astype(np.float32) / 255
+    predict = lambda batch: np.stack([batch.mean(axis=(1, 2, 3)), batch.std(axis=(1, 2, 3))], axis=1)  # noqa: E731
+    np.testing.assert_array_equal(tta_probabilities(predict, images, shifts=((0, 0), (0, 0))), predict(images))
+    assert not np.allclose(tta_probabilities(predict, images), predict(images))
+
+
+def test_shift_moves_pixels_and_fills_the_border_with_background():
+    image = np.arange(1, 10, dtype=np.float32).reshape(1, 3, 3, 1)
+    np.testing.assert_array_equal(shift(image, 1, 0)[0, ..., 0], [[0, 0, 0], [1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(shift(image, 0, -1)[0, ..., 0], [[2, 3, 0], [5, 6, 0], [8, 9, 0]])
+    np.testing.assert_array_equal(shift(image, 0, 0), image)
+
+
+def test_evaluate_reports_tta_beside_the_plain_figure(tiny):
+    train(TrainConfig(**{**tiny.__dict__, "epochs": 2}), log=quiet)
+    plain, _ = evaluate(EvalConfig(data_dir=tiny.data_dir, reports_dir="eval"), log=quiet)
+    assert "tta_accuracy" not in plain[0]
+    rows, _ = evaluate(EvalConfig(data_dir=tiny.data_dir, reports_dir="eval", tta=True), log=quiet)
+    assert rows[0]["test_accuracy"] == plain[0]["test_accuracy"]  # the plain figure is never mixed with TTA
+    assert 0 < rows[0]["tta_accuracy"] <= 1
+    with open("eval/summary.md") as summary:
+        assert "| model | test accuracy | with TTA | macro F1 |" in summary.read()
