@@ -44,26 +44,35 @@ def same_run(metadata, config, recipe, fingerprint):
             and recipe_from_metadata(metadata.get("recipe", {})) == recipe and "test_accuracy" in metadata)
 
 
-def trained_member(config, seed, fingerprint, log):
-    """(folder, metadata) of this recipe trained with `seed`: found if trained before, else trained now."""
-    member = dataclasses.replace(config, seed=seed, output=str(member_dir(config.model, seed)))
-    recipe = member.recipe()
-    for folder in (member_dir(config.model, seed), MODELS_DIR / config.model):
+def find_trained(config, fingerprint, folders):
+    """(folder, metadata) of the first folder holding the model `config` would train, else None."""
+    recipe = config.recipe()
+    for folder in folders:
         if (folder / "saved_model.pb").is_file() and (folder / "model.keras").is_file():
             metadata = export.read_metadata(folder)
-            if same_run(metadata, member, recipe, fingerprint):
-                log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
-                    f"(test accuracy {100 * metadata['test_accuracy']:.2f} %)")
+            if same_run(metadata, config, recipe, fingerprint):
                 return folder, metadata
+    return None
+
+
+def trained_member(config, seed, fingerprint, log, reuse=True):
+    """(folder, metadata) of this recipe trained with `seed`: found if trained before (and `reuse`), else trained now."""
+    member = dataclasses.replace(config, seed=seed, output=str(member_dir(config.model, seed)))
+    found = reuse and find_trained(member, fingerprint, (member_dir(config.model, seed), MODELS_DIR / config.model))
+    if found:
+        folder, metadata = found
+        log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
+            f"(test accuracy {100 * metadata['test_accuracy']:.2f} %)")
+        return found
     log(f"seed {seed}: training {config.model} -> {member.output}")
     return Path(member.output), train(member, log)
 
 
-def train_members(config, count, log):
+def train_members(config, count, log, reuse=True):
     if config.model not in REGISTRY:
         raise UserError(f"--model {config.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
     fingerprint = load_mnist(config.data_dir, log=log).fingerprint
-    return [trained_member(config, config.seed + index, fingerprint, log) for index in range(count)]
+    return [trained_member(config, config.seed + index, fingerprint, log, reuse) for index in range(count)]
 
 
 def spread(values):
@@ -102,9 +111,9 @@ def format_seeds(summary):
     return "\n".join(lines)
 
 
-def run_seeds(config, count, reports_dir="reports", log=print):
+def run_seeds(config, count, reports_dir="reports", log=print, reuse=True):
     """Train (or reuse) `count` seeds from config.seed on; report and return their spread."""
-    summary = seeds_summary(config.model, train_members(config, count, log))
+    summary = seeds_summary(config.model, train_members(config, count, log, reuse))
     folder = Path(reports_dir) / "seeds"
     folder.mkdir(parents=True, exist_ok=True)
     export.write_json(summary, folder / f"{config.model}.json")

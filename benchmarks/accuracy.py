@@ -1,0 +1,144 @@
+"""Regenerate the README's model table: train every model with its recipe, evaluate, write the table.
+
+    python benchmarks/accuracy.py                  # from scratch: every model, the seeds, the ensemble, the MLP search
+    python benchmarks/accuracy.py --skip-trained   # only what is not trained yet with today's recipe and data
+
+Trains each registered model (`python train.py --model NAME`), the NumPy net (`python -m
+scratch.train`), the seeds behind the top row (`python train.py --model deep_cnn --seeds 5`), the
+ensemble of those seeds (`--ensemble 5`) and the tuned MLP (`python tuning/search_mlp.py`);
+then evaluates every SavedModel, plain and with test-time augmentation (`python evaluate.py --tta`),
+writes reports/model_table.md and puts the table into README.md between its markers.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules are one level up
+
+from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run  # noqa: E402
+
+quiet_tensorflow_import()
+
+from mnist_lab import ensemble, export, model_table, tuning  # noqa: E402
+from mnist_lab.data import load_mnist  # noqa: E402
+from mnist_lab.errors import UserError  # noqa: E402
+from mnist_lab.evaluation import EvalConfig, evaluate  # noqa: E402
+from mnist_lab.machine import cpu_name  # noqa: E402
+from mnist_lab.training import TrainConfig, train  # noqa: E402
+from models import REGISTRY  # noqa: E402
+from scratch.train import NAME as SCRATCH_NAME  # noqa: E402
+from scratch.train import ScratchConfig, train_scratch  # noqa: E402
+
+SEEDS = {"deep_cnn": 5}  # rows given as mean ± std over this many seeds: the ensemble's members
+ENSEMBLES = {"deep_cnn": 5}
+SOURCES = {  # rows that are not registry models
+    SCRATCH_NAME: REGISTRY["simple_cnn"].source,
+    tuning.MODEL_NAME: "aim: ≥ 98.8 %, above `mlp` and `advanced_mlp`",
+    ensemble.ensemble_name("deep_cnn", ENSEMBLES["deep_cnn"]): "aim: ≥ 99.80 %; published CNN ensembles: 99.75-99.8 %",
+}
+
+
+def trained(folder, config, fingerprint):
+    return ensemble.find_trained(config, fingerprint, [Path(folder)]) is not None
+
+
+def train_everything(skip_trained, models_dir, log):
+    """Train what the table needs; with `skip_trained`, only what is missing or out of date."""
+    fingerprint = load_mnist(None, log=log).fingerprint
+    for name in sorted(REGISTRY):
+        config = TrainConfig(model=name)
+        if name in SEEDS:
+            continue  # its rows come from its seeds
+        if skip_trained and trained(models_dir / name, config, fingerprint):
+            log(f"{name}: trained with today's recipe and data, skipped")
+            continue
+        train(config, log)
+    if not (skip_trained and (models_dir / SCRATCH_NAME / "saved_model.pb").is_file()):
+        train_scratch(ScratchConfig(), log)
+    for name, count in SEEDS.items():
+        ensemble.run_seeds(TrainConfig(model=name), count, log=log, reuse=skip_trained)
+    for name, count in ENSEMBLES.items():
+        ensemble.run_ensemble(TrainConfig(model=name), count, log=log)  # its members are the seeds just trained
+    if not (skip_trained and (models_dir / tuning.MODEL_NAME / "saved_model.pb").is_file()):
+        tuning.search(tuning.SearchConfig(fresh=True), log)
+
+
+def measure_rows(models_dir, reports_dir, log):
+    """Table rows: every model's SavedModel evaluated plain and with TTA; seeded models over their seeds."""
+    rows, failures = evaluate(EvalConfig(models_dir=str(models_dir), reports_dir=str(reports_dir), tta=True), log)
+    if failures:
+        raise UserError(f"could not evaluate: {'; '.join(failures)}")
+    table = []
+    for row in rows:
+        if row["model"] in SEEDS:
+            continue
+        metadata = export.read_metadata(models_dir / row["model"])
+        table.append(model_table.table_row(metadata, [row["test_accuracy"]], [row["tta_accuracy"]],
+                                           SOURCES.get(row["model"])))
+    for name, count in SEEDS.items():
+        members = [ensemble.member_dir(name, seed) for seed in range(42, 42 + count)]
+        seeded, failures = evaluate(EvalConfig(models_dir=str(members[0].parent), models=[m.name for m in members],
+                                               reports_dir=str(Path(reports_dir) / "members" / name), tta=True), log)
+        if failures:
+            raise UserError(f"could not evaluate: {'; '.join(failures)}")
+        metadatas = [export.read_metadata(folder) for folder in members]
+        row = model_table.table_row(metadatas[0], [r["test_accuracy"] for r in seeded], [r["tta_accuracy"] for r in seeded])
+        row["training_seconds"] = sum(m["training_seconds"] for m in metadatas) / count
+        row["seconds_per_epoch"] = sum(m["seconds_per_epoch"] for m in metadatas) / count
+        table.append(row)
+    return table
+
+
+def training_minutes(rows, models_dir):
+    """What training every row from scratch costs: the recorded training times, each seed counted, and the search."""
+    seconds = sum(row["training_seconds"] * len(row["test_accuracy"]) for row in rows
+                  if row["training_seconds"] is not None and not row["model"].endswith(tuple(
+                      f"_ensemble{count}" for count in ENSEMBLES.values())))
+    tuned = models_dir / tuning.MODEL_NAME
+    if (tuned / export.METADATA_FILE).is_file():
+        seconds += export.read_metadata(tuned).get("search", {}).get("trial_seconds_total", 0)
+    return seconds / 60
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip-trained", action="store_true",
+                        help="keep models already trained with today's recipe and data (default: retrain all)")
+    parser.add_argument("--readme", default=str(ROOT / "README.md"),
+                        help="the README whose table to replace (default: the project's README.md)")
+    parser.add_argument("--reports-dir", default="reports", help="where the table and reports go (default: reports)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    readme = Path(args.readme)
+    if not readme.is_file():
+        raise UserError(f"--readme {readme}: no such file")
+    text = readme.read_text()
+    try:
+        model_table.replace_section(text, "")  # the markers are there: fail now, not after hours of training
+    except ValueError as error:
+        raise UserError(f"--readme {readme}: {error}") from None
+    start = time.perf_counter()
+    models_dir = Path(export.MODELS_DIR)
+    train_everything(args.skip_trained, models_dir, print)
+    trained_seconds = time.perf_counter() - start
+    rows = measure_rows(models_dir, Path(args.reports_dir), print)
+    table = model_table.format_model_table(rows)
+    footer = (f"\n\nRegenerated by `python benchmarks/accuracy.py{' --skip-trained' if args.skip_trained else ''}` "
+              f"on {cpu_name()}: this run spent {trained_seconds / 60:.0f} min training and searching and "
+              f"{(time.perf_counter() - start - trained_seconds) / 60:.0f} min evaluating; from scratch, the "
+              f"recorded training times and search trials add up to {training_minutes(rows, models_dir):.0f} min.")
+    Path(args.reports_dir).mkdir(parents=True, exist_ok=True)
+    (Path(args.reports_dir) / "model_table.md").write_text(table + footer + "\n")
+    readme.write_text(model_table.replace_section(readme.read_text(), table))
+    print(f"\n{table}{footer}\n\nwritten to {args.reports_dir}/model_table.md and {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,63 @@
+"""The README's model table: one row per model from its metadata and its measured test accuracy.
+
+`format_model_table(rows)` is pure (the tests give it rows); `benchmarks/accuracy.py` measures the
+rows and `replace_section` puts the table into README.md between its two markers.
+"""
+
+import statistics
+
+START_MARKER = "<!-- model-table: start (written by benchmarks/accuracy.py) -->"
+END_MARKER = "<!-- model-table: end -->"
+
+
+def table_row(metadata, test_accuracy, tta_accuracy, source=None):
+    """A row from a model's metadata (the first seed's, for several) and its measured figures.
+
+    `test_accuracy` and `tta_accuracy` are lists, one figure per seed; `training_seconds` and the
+    time per epoch are the seeds' mean.
+    """
+    return {"model": metadata["model"], "summary": metadata.get("summary", ""),
+            "parameters": metadata.get("parameters"), "epochs": metadata.get("epochs_run"),
+            "seconds_per_epoch": metadata.get("seconds_per_epoch"), "training_seconds": metadata.get("training_seconds"),
+            "test_accuracy": list(test_accuracy), "tta_accuracy": list(tta_accuracy),
+            "source": source if source is not None else metadata.get("source", "")}
+
+
+def percent(figures):
+    """One figure as '99.05 %'; several as 'mean ± sample std % (min-max)'."""
+    if len(figures) == 1:
+        return f"{100 * figures[0]:.2f} %"
+    return (f"{100 * statistics.fmean(figures):.2f} ± {100 * statistics.stdev(figures):.2f} % "
+            f"({100 * min(figures):.2f}-{100 * max(figures):.2f})")
+
+
+def duration(seconds):
+    if seconds is None:
+        return "?"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 600:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def format_model_table(rows):
+    """Markdown, best mean test accuracy first."""
+    lines = ["| model | what it is | parameters | epochs | time per epoch | training time | test accuracy "
+             "| with TTA | seeds | its source reports |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for row in sorted(rows, key=lambda row: -statistics.fmean(row["test_accuracy"])):
+        lines.append(
+            f"| `{row['model']}` | {row['summary']} | {row['parameters']:,} | {row['epochs'] or '?'} "
+            f"| {duration(row['seconds_per_epoch'])} | {duration(row['training_seconds'])} "
+            f"| {percent(row['test_accuracy'])} | {percent(row['tta_accuracy']) if row['tta_accuracy'] else '-'} "
+            f"| {len(row['test_accuracy'])} | {row['source']} |")
+    return "\n".join(lines)
+
+
+def replace_section(text, table):
+    """`text` with everything between the markers replaced by `table`; ValueError if a marker is missing."""
+    start, end = text.find(START_MARKER), text.find(END_MARKER)
+    if start < 0 or end < start:
+        raise ValueError(f"the markers {START_MARKER!r} and {END_MARKER!r} are not both there, in order")
+    return f"{text[:start + len(START_MARKER)]}\n{table}\n{text[end:]}"

@@ -1,0 +1,52 @@
+"""The README table writer: rows from given metadata become the expected Markdown, and the table
+replaces exactly what lies between the README's markers."""
+
+import pytest
+
+from mnist_lab import model_table
+from mnist_lab.cli import run
+
+CNN = {"model": "cnn", "summary": "the classic CNN", "parameters": 225034, "epochs_run": 5,
+       "seconds_per_epoch": 7.4, "training_seconds": 37.2, "source": "reference 003: ~98.9 %"}
+DEEP = {"model": "deep_cnn", "summary": "7 conv layers", "parameters": 326826, "epochs_run": 20,
+        "seconds_per_epoch": 32.75, "training_seconds": 654.9, "source": "aim: ≥ 99.70 %"}
+
+
+def test_rows_from_metadata_make_the_expected_markdown():
+    rows = [model_table.table_row(CNN, [0.9905], [0.9911]),
+            model_table.table_row(DEEP, [0.9967, 0.9970, 0.9973], [0.9970, 0.9972, 0.9974]),
+            model_table.table_row({**CNN, "model": "cnn_scratch", "training_seconds": None}, [0.9786], [],
+                                  source="reference 001: ~97 %")]
+    assert model_table.format_model_table(rows) == "\n".join([
+        "| model | what it is | parameters | epochs | time per epoch | training time | test accuracy | with TTA "
+        "| seeds | its source reports |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| `deep_cnn` | 7 conv layers | 326,826 | 20 | 33 s | 11 min | 99.70 ± 0.03 % (99.67-99.73) "
+        "| 99.72 ± 0.02 % (99.70-99.74) | 3 | aim: ≥ 99.70 % |",
+        "| `cnn` | the classic CNN | 225,034 | 5 | 7.4 s | 37 s | 99.05 % | 99.11 % | 1 | reference 003: ~98.9 % |",
+        "| `cnn_scratch` | the classic CNN | 225,034 | 5 | 7.4 s | ? | 97.86 % | - | 1 | reference 001: ~97 % |",
+    ])
+
+
+def test_the_table_replaces_only_what_is_between_the_markers():
+    text = f"# title\n\nbefore\n{model_table.START_MARKER}\nold table\n{model_table.END_MARKER}\nafter\n"
+    replaced = model_table.replace_section(text, "| new |")
+    assert replaced == f"# title\n\nbefore\n{model_table.START_MARKER}\n| new |\n{model_table.END_MARKER}\nafter\n"
+    assert model_table.replace_section(replaced, "| new |") == replaced
+    with pytest.raises(ValueError):
+        model_table.replace_section("# no markers\n", "| new |")
+
+
+def test_the_project_readme_has_the_markers():
+    from tests.conftest import ROOT
+    model_table.replace_section((ROOT / "README.md").read_text(), "")
+
+
+def test_regenerating_into_a_readme_without_markers_fails_before_training(tmp_path, capsys):
+    from benchmarks import accuracy
+    readme = tmp_path / "README.md"
+    readme.write_text("# no table here\n")
+    assert run(lambda: accuracy.main(["--readme", str(readme), "--reports-dir", str(tmp_path / "reports")])) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "markers" in error[0]
+    assert readme.read_text() == "# no table here\n"
