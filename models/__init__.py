@@ -75,8 +75,9 @@ REGISTRY = {
         "reference 002: no figure reported",
     ),
     "lenet5": ModelSpec(
-        # Validation: 98.47 % with a constant 1e-3, batch 128, 15 epochs; 98.73 % with this recipe.
-        build_lenet5, Recipe(epochs=20, batch_size=64, learning_rate=2e-3, schedule="cosine"),
+        # Validation: 98.47 % with a constant 1e-3, batch 128, 15 epochs; 98.73 % with batch 64, 2e-3
+        # and cosine decay over 20 epochs; 99.13 % adding augmentation (this recipe).
+        build_lenet5, Recipe(epochs=20, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True),
         "LeNet-5: tanh, average-pool subsampling",
         "reference 004: 98.96 %; LeCun et al. 1998: 0.95 % error (99.05 %)",
     ),
