@@ -8,26 +8,17 @@ Open the address in a browser and draw a digit; or
 """
 
 import argparse
-import socket
 import sys
 
-from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run, whole_number
+from mnist_lab.cli import ArgumentParser, check_port_free, port_number, quiet_tensorflow_import, run
 
 quiet_tensorflow_import()
 
 import uvicorn  # noqa: E402
 
-from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.export import MODELS_DIR  # noqa: E402
 from mnist_lab.predictor import choose_model  # noqa: E402
 from mnist_lab.serving import create_app  # noqa: E402
-
-
-def port_number(text):
-    port = whole_number(1)(text)
-    if port > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {port}")
-    return port
 
 
 def parse_args(argv=None):
@@ -35,24 +26,14 @@ def parse_args(argv=None):
     parser.add_argument("--model", help="model folder under --models-dir (default: the best recorded test accuracy)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=port_number, default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument("--port", type=port_number(), default=8000, help="port to listen on (default: 8000)")
     return parser.parse_args(argv)
-
-
-def check_port_free(host, port):
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise UserError(f"--host {host} --port {port}: cannot listen there ({error.strerror}); "
-                            "choose another --port") from None
 
 
 def main(argv=None):
     args = parse_args(argv)
     folder, reason = choose_model(args.models_dir, args.model)
-    check_port_free(args.host, args.port)
+    check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
     app = create_app(folder, args.models_dir)
     print(f"serving {folder.name} ({reason}) on http://{args.host}:{args.port}  (Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import socket
 import sys
 
 from mnist_lab.errors import UserError
@@ -40,6 +41,27 @@ def positive_float(text):
     if not (value > 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
     return value
+
+
+def port_number(minimum=1):
+    """An argparse type: a TCP port, from `minimum` (0 meaning "any free port") to 65535."""
+    def parse(text):
+        port = whole_number(minimum)(text)
+        if port > 65535:
+            raise argparse.ArgumentTypeError(f"expected a port from {minimum} to 65535, got {port}")
+        return port
+
+    return parse
+
+
+def check_port_free(host, port, what):
+    """Fail in one line, naming `what` (the flags that chose it), if nothing could listen on host:port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise UserError(f"{what}: cannot listen on {host}:{port} ({error.strerror}); choose another --port") from None
 
 
 def quiet_tensorflow_import():

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from mnist_lab.cli import check_port_free
 from mnist_lab.errors import UserError
 
 TUNER_ID_ENV, ORACLE_IP_ENV, ORACLE_PORT_ENV = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
@@ -33,20 +34,14 @@ def free_port():
 
 
 def check_port(host, port):
-    """Fail in one line if the chief could not listen on host:port."""
+    """Fail in one line if the chief could not listen on host:port (as given in its environment)."""
     try:
         number = int(port)
         if not 0 < number < 65536:
             raise ValueError
     except ValueError:
-        raise UserError(f"port {port!r}: expected a whole number from 1 to 65535") from None
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, number))
-        except OSError as error:
-            raise UserError(f"port {number}: cannot listen on {host}:{number} ({error.strerror}); "
-                            "choose another --port (0 picks a free one)") from None
+        raise UserError(f"{ORACLE_PORT_ENV}={port}: expected a port from 1 to 65535") from None
+    check_port_free(host, number, f"port {number}")
 
 
 def child_argv(config):

@@ -19,19 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the project is one level up
 
-from mnist_lab.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow_import, run  # noqa: E402
+from mnist_lab.cli import ArgumentParser, non_negative_int, port_number, positive_int, quiet_tensorflow_import, run  # noqa: E402
 
 quiet_tensorflow_import()
 
 from mnist_lab import tuning  # noqa: E402
 from mnist_lab.training import add_run_flags  # noqa: E402
-
-
-def port_number(text):
-    port = non_negative_int(text)
-    if port > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text}")
-    return port
 
 
 def parse_args(argv=None):
@@ -57,7 +50,7 @@ def parse_args(argv=None):
                         help="discard the search in --project-name and start afresh (default: resume it)")
     parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="run a keras-tuner chief and N worker processes on this machine (default: 0, one process)")
-    parser.add_argument("--port", type=port_number, default=0,
+    parser.add_argument("--port", type=port_number(0), default=0,
                         help="the chief's port with --workers (default: 0, any free port)")
     parser.add_argument("--worker-restarts", type=non_negative_int, default=2,
                         help="restarts of a worker that dies before the search ends it (default: 2)")
