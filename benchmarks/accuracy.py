@@ -76,8 +76,10 @@ def measure_rows(models_dir, reports_dir, log):
         if row["model"] in SEEDS:
             continue
         metadata = export.read_metadata(models_dir / row["model"])
+        spec = REGISTRY.get(row["model"])  # today's words for a registry model, whenever it was trained
         table.append(model_table.table_row(metadata, [row["test_accuracy"]], [row["tta_accuracy"]],
-                                           SOURCES.get(row["model"])))
+                                           spec.source if spec else SOURCES.get(row["model"]),
+                                           spec.summary if spec else None))
     for name, count in SEEDS.items():
         members = [ensemble.member_dir(name, seed) for seed in range(42, 42 + count)]
         seeded, failures = evaluate(EvalConfig(models_dir=str(members[0].parent), models=[m.name for m in members],
@@ -85,7 +87,8 @@ def measure_rows(models_dir, reports_dir, log):
         if failures:
             raise UserError(f"could not evaluate: {'; '.join(failures)}")
         metadatas = [export.read_metadata(folder) for folder in members]
-        row = model_table.table_row(metadatas[0], [r["test_accuracy"] for r in seeded], [r["tta_accuracy"] for r in seeded])
+        row = model_table.table_row(metadatas[0], [r["test_accuracy"] for r in seeded],
+                                    [r["tta_accuracy"] for r in seeded], REGISTRY[name].source, REGISTRY[name].summary)
         row["training_seconds"] = sum(m["training_seconds"] for m in metadatas) / count
         row["seconds_per_epoch"] = sum(m["seconds_per_epoch"] for m in metadatas) / count
         table.append(row)

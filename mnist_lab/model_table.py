@@ -10,13 +10,13 @@ START_MARKER = "<!-- model-table: start (written by benchmarks/accuracy.py) -->"
 END_MARKER = "<!-- model-table: end -->"
 
 
-def table_row(metadata, test_accuracy, tta_accuracy, source=None):
+def table_row(metadata, test_accuracy, tta_accuracy, source=None, summary=None):
     """A row from a model's metadata (the first seed's, for several) and its measured figures.
 
-    `test_accuracy` and `tta_accuracy` are lists, one figure per seed; `training_seconds` and the
-    time per epoch are the seeds' mean.
+    `test_accuracy` and `tta_accuracy` are lists, one figure per seed; `source` and `summary`, when
+    given, replace the metadata's.
     """
-    return {"model": metadata["model"], "summary": metadata.get("summary", ""),
+    return {"model": metadata["model"], "summary": summary if summary is not None else metadata.get("summary", ""),
             "parameters": metadata.get("parameters"), "epochs": metadata.get("epochs_run"),
             "seconds_per_epoch": metadata.get("seconds_per_epoch"), "training_seconds": metadata.get("training_seconds"),
             "test_accuracy": list(test_accuracy), "tta_accuracy": list(tta_accuracy),

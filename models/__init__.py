@@ -51,34 +51,34 @@ class ModelSpec:
 REGISTRY = {
     "mlp": ModelSpec(
         build_mlp, Recipe(epochs=8, batch_size=128),  # validation loss is lowest at epoch 8
-        "MLP, 300-100 hidden units, ReLU",
+        "Dense 300-100, ReLU",
         "LeCun et al. 1998: 2.95-3.05 % error (96.95-97.05 %)",
     ),
     "advanced_mlp": ModelSpec(
         build_advanced_mlp, Recipe(epochs=20, batch_size=128),
-        "MLP 512-256-128 with BatchNorm and Dropout 0.3",
+        "Dense 512-256-128 with BatchNorm and Dropout 0.3",
         "reference 004: no figure reported",
     ),
     "simple_cnn": ModelSpec(
         build_simple_cnn, Recipe(epochs=5, batch_size=64),
-        "one conv layer (8@3x3), ReLU, softmax",
+        "one conv layer (8 filters 3x3), ReLU, softmax",
         "reference 001: ~97 %",
     ),
     "cnn": ModelSpec(
         build_cnn, Recipe(epochs=5, batch_size=64),
-        "Conv32-Pool-Conv64-Pool-Dense128: the classic CNN",
+        "the classic CNN: Conv 32 3x3, MaxPool, Conv 64 3x3, MaxPool, Dense 128; Adam, batch 64",
         "reference 003: ~98.9 %",
     ),
     "cnn_dropout": ModelSpec(
         build_cnn_dropout, Recipe(epochs=10, batch_size=96),
-        "the classic CNN with Dropout 0.25/0.25/0.5",
+        "the classic CNN with Dropout 0.25 after each pooling and 0.5 before the output; Adam, batch 96",
         "reference 002: no figure reported",
     ),
     "lenet5": ModelSpec(
         # Validation: 98.47 % with a constant 1e-3, batch 128, 15 epochs; 98.73 % with batch 64, 2e-3
         # and cosine decay over 20 epochs; 99.13 % adding augmentation (this recipe).
         build_lenet5, Recipe(epochs=20, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True),
-        "LeNet-5: tanh, average-pool subsampling",
+        "LeNet-5: C1 6@5x5, S2, C3 16@5x5, S4, F5 120, F6 84; tanh, average pooling; augmentation, cosine decay",
         "reference 004: 98.96 %; LeCun et al. 1998: 0.95 % error (99.05 %)",
     ),
     "fast_cnn": ModelSpec(
@@ -87,19 +87,19 @@ REGISTRY = {
         # XLA 98.96-98.99 % but 10-11 s with compilation; batch 512 98.59-98.64 %.
         Recipe(epochs=1, batch_size=256, learning_rate=0.01, schedule="one_cycle", adam_betas=(0.7, 0.9),
                mixed_bfloat16=True),
-        "Conv24 5x5-Pool-Conv32 3x3-Pool-Dense256: one epoch to 99 %",
+        "Conv 24 5x5, MaxPool, Conv 32 3x3, MaxPool, Dense 256; one epoch, one-cycle lr to 0.01, bfloat16",
         "the one-epoch recipe: 99 % test",
     ),
     "deep_cnn": ModelSpec(
         build_deep_cnn,
         Recipe(epochs=20, batch_size=128, learning_rate=2e-3, schedule="cosine", augment=True),
-        "7 conv layers with BatchNorm and Dropout, augmentation",
-        "aim: >= 99.6 %",
+        "7 conv layers (3x3, strided 5x5) with BatchNorm and Dropout 0.4; augmentation; Adam 2e-3, cosine decay",
+        "aim: ≥ 99.70 %, mean of 3 seeds or more; the best published single CNN: 99.64 % mean of 100 runs",
     ),
     "resnet": ModelSpec(
         build_resnet,
         Recipe(epochs=15, batch_size=128, learning_rate=2e-3, schedule="cosine", augment=True),
-        "ResNet: conv stem, 5 residual blocks (32, 32, 64, 64, 128), global average pooling",
+        "residual network: conv stem, 5 residual blocks (32, 32, 64, 64, 128 filters), global average pooling; augmentation",
         "He et al. 2016 (residual learning); no MNIST figure",
     ),
 }
