@@ -25,7 +25,7 @@ quiet_tensorflow_import()
 from mnist_lab import ensemble, export, model_table, tuning  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
-from mnist_lab.evaluation import EvalConfig, evaluate  # noqa: E402
+from mnist_lab.evaluation import EvalConfig, evaluate, evaluate_folder  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
 from mnist_lab.training import TrainConfig, train  # noqa: E402
 from models import REGISTRY  # noqa: E402
@@ -81,12 +81,11 @@ def measure_rows(models_dir, reports_dir, log):
                                            spec.source if spec else SOURCES.get(row["model"]),
                                            spec.summary if spec else None))
     for name, count in SEEDS.items():
-        members = [ensemble.member_dir(name, seed) for seed in range(42, 42 + count)]
-        seeded, failures = evaluate(EvalConfig(models_dir=str(members[0].parent), models=[m.name for m in members],
-                                               reports_dir=str(Path(reports_dir) / "members" / name), tta=True), log)
-        if failures:
-            raise UserError(f"could not evaluate: {'; '.join(failures)}")
-        metadatas = [export.read_metadata(folder) for folder in members]
+        members = ensemble.train_members(TrainConfig(model=name), count, log)  # all found: trained above
+        config = EvalConfig(reports_dir=str(Path(reports_dir) / "members" / name), tta=True)
+        data = load_mnist(None, log=log)
+        seeded = [evaluate_folder(folder, data, config, log) for folder, _ in members]
+        metadatas = [metadata for _, metadata in members]
         row = model_table.table_row(metadatas[0], [r["test_accuracy"] for r in seeded],
                                     [r["tta_accuracy"] for r in seeded], REGISTRY[name].source, REGISTRY[name].summary)
         row["training_seconds"] = sum(m["training_seconds"] for m in metadatas) / count
