@@ -31,7 +31,8 @@ from mnist_lab.data import load_mnist
 from mnist_lab.distributed import ORACLE_IP_ENV, ORACLE_PORT_ENV, TUNER_ID_ENV
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
-from mnist_lab.training import DEFAULT_SEED, TrainConfig, build_and_compile, check_output_dir, train
+from mnist_lab.training import (DEFAULT_SEED, TrainConfig, build_and_compile, check_output_dir,
+                                recipe_from_metadata, train)
 from models import OPTIMIZERS, ModelSpec, Recipe
 from models.mlp import build_mlp
 
@@ -385,9 +386,27 @@ def finish(config, data, splits, search_seconds, log):
                                output=str(config.output_dir()), subset=config.subset,
                                validation_size=config.validation_size, verbose=config.verbose)
     spec = tuned_spec(values, config.final_epochs)
+    exported = exported_metadata(train_config, spec, data, values)
+    if exported:
+        log(f"{train_config.output} already holds these values retrained for {config.final_epochs} epochs "
+            f"(test accuracy {100 * exported['test_accuracy']:.2f} %); nothing to retrain")
+        return exported
     return train(train_config, log, spec=spec,
                  extra_metadata={"hyperparameters": values, "build_mlp_arguments": mlp_arguments(values),
                                  "search": search})
+
+
+def exported_metadata(train_config, spec, data, values):
+    """The metadata of the model already exported from these values and settings, else None."""
+    output = train_config.output_dir()
+    if not (output / "saved_model.pb").is_file():
+        return None
+    metadata = export.read_metadata(output)
+    flags = metadata.get("flags", {})
+    same = (metadata.get("hyperparameters") == values and recipe_from_metadata(metadata.get("recipe", {})) == spec.recipe
+            and all(flags.get(key) == getattr(train_config, key) for key in ("seed", "subset", "validation_size"))
+            and metadata.get("data", {}).get("fingerprint_sha256") == data.fingerprint)
+    return metadata if same else None
 
 
 def distributed_role():

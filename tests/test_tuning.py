@@ -121,7 +121,8 @@ def test_a_two_trial_search_reports_exports_and_resumes_without_repeating(real_m
     seconds_files = sorted((tmp_path / "state" / "mlp").glob("trial_*/seconds.json"))
     stamps = [path.stat().st_mtime_ns for path in seconds_files]
     assert search_mlp.main(argv) == 0  # the same command again: nothing to repeat
-    assert trial_lines(capsys.readouterr().out) == []
+    again = capsys.readouterr().out
+    assert trial_lines(again) == [] and "nothing to retrain" in again
     assert [path.stat().st_mtime_ns for path in seconds_files] == stamps
     assert len(trial_table(tmp_path)) == 2
 
