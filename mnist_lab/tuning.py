@@ -259,7 +259,8 @@ def influence(rows, least=5):
 
     A number with many distinct values: Spearman's rank correlation squared (a monotonic trend);
     anything else: epsilon squared, the share of variance between its values' groups corrected
-    for what that many groups would explain by chance. Needs `least` finished trials.
+    for what that many groups would explain by chance. Needs `least` finished trials with the
+    hyperparameter, and at least 3 more than it has distinct values.
     """
     scored = [row for row in rows if row[OBJECTIVE] is not None]
     ranking = {}
@@ -272,6 +273,8 @@ def influence(rows, least=5):
         if isinstance(values[0], float) and len(levels) > 3:
             ranking[name] = float(stats.spearmanr(values, objective).statistic ** 2)
             continue
+        if len(pairs) - len(levels) < 3:
+            continue  # too few trials per value to tell an effect from chance
         total = ((objective - objective.mean()) ** 2).sum()
         groups = [objective[[value == level for value in values]] for level in levels]
         between = sum(len(group) * (group.mean() - objective.mean()) ** 2 for group in groups)
