@@ -2,6 +2,7 @@
 
     python benchmarks/accuracy.py                  # from scratch: every model, the seeds, the ensemble, the MLP search
     python benchmarks/accuracy.py --skip-trained   # only what is not trained yet with today's recipe and data
+    python benchmarks/accuracy.py --quick --readme /tmp/README.md   # every step in a minute or two, on a subset
 
 Trains each registered model (`python train.py --model NAME`), the NumPy net (`python -m
 scratch.train`), the seeds behind the top row (`python train.py --model deep_cnn --seeds 5`), the
@@ -13,6 +14,7 @@ writes reports/model_table.md and puts the table into README.md between its mark
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,46 +29,80 @@ from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.evaluation import EvalConfig, evaluate, evaluate_folder  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
-from mnist_lab.training import TrainConfig, train  # noqa: E402
+from mnist_lab.training import DEFAULT_SEED, TrainConfig, train  # noqa: E402
 from models import REGISTRY  # noqa: E402
 from scratch.train import NAME as SCRATCH_NAME  # noqa: E402
 from scratch.train import ScratchConfig, train_scratch  # noqa: E402
 
 SEEDS = {"deep_cnn": 5}  # rows given as mean ± std over this many seeds: the ensemble's members
 ENSEMBLES = {"deep_cnn": 5}
-SOURCES = {  # rows that are not registry models
-    SCRATCH_NAME: REGISTRY["simple_cnn"].source,
-    tuning.MODEL_NAME: "aim: ≥ 98.8 %, above `mlp` and `advanced_mlp`",
-    ensemble.ensemble_name("deep_cnn", ENSEMBLES["deep_cnn"]): "aim: ≥ 99.80 %; published CNN ensembles: 99.75-99.8 %",
-}
+QUICK_SUBSET = 1000  # --quick: every step on this many training images, one epoch, two seeds
 
 
-def trained(folder, config, fingerprint):
-    return ensemble.find_trained(config, fingerprint, [Path(folder)]) is not None
+@dataclass
+class Plan:
+    """What to train: the full recipes, or --quick's smoke run of every step."""
+
+    quick: bool = False
+
+    def train_config(self, name):
+        return TrainConfig(model=name, subset=QUICK_SUBSET, epochs=1) if self.quick else TrainConfig(model=name)
+
+    def scratch_config(self):
+        return ScratchConfig(subset=QUICK_SUBSET, epochs=1) if self.quick else ScratchConfig()
+
+    def search_config(self):
+        if self.quick:
+            return tuning.SearchConfig(subset=QUICK_SUBSET, max_trials=2, epochs=1, final_epochs=1, fresh=True)
+        return tuning.SearchConfig(fresh=True)
+
+    def seeds(self):
+        return {name: 2 if self.quick else count for name, count in SEEDS.items()}
+
+    def ensembles(self):
+        return {name: 2 if self.quick else count for name, count in ENSEMBLES.items()}
 
 
-def train_everything(skip_trained, models_dir, log):
+def sources(plan):
+    """What the rows that are not registry models are measured against."""
+    return {SCRATCH_NAME: REGISTRY["simple_cnn"].source,
+            tuning.MODEL_NAME: "aim: ≥ 98.8 %, above `mlp` and `advanced_mlp`",
+            **{ensemble.ensemble_name(name, count): "aim: ≥ 99.80 %; published CNN ensembles: 99.75-99.8 %"
+               for name, count in plan.ensembles().items()}}
+
+
+def exported(folder, metadata_matches):
+    folder = Path(folder)
+    return (folder / "saved_model.pb").is_file() and metadata_matches(export.read_metadata(folder))
+
+
+def train_everything(plan, skip_trained, models_dir, log):
     """Train what the table needs; with `skip_trained`, only what is missing or out of date."""
     fingerprint = load_mnist(None, log=log).fingerprint
     for name in sorted(REGISTRY):
-        config = TrainConfig(model=name)
+        config = plan.train_config(name)
         if name in SEEDS:
             continue  # its rows come from its seeds
-        if skip_trained and trained(models_dir / name, config, fingerprint):
+        if skip_trained and ensemble.find_trained(config, fingerprint, [models_dir / name]):
             log(f"{name}: trained with today's recipe and data, skipped")
             continue
         train(config, log)
     if not (skip_trained and (models_dir / SCRATCH_NAME / "saved_model.pb").is_file()):
-        train_scratch(ScratchConfig(), log)
-    for name, count in SEEDS.items():
-        ensemble.run_seeds(TrainConfig(model=name), count, log=log, reuse=skip_trained)
-    for name, count in ENSEMBLES.items():
-        ensemble.run_ensemble(TrainConfig(model=name), count, log=log)  # its members are the seeds just trained
+        train_scratch(plan.scratch_config(), log)
+    for name, count in plan.seeds().items():
+        ensemble.run_seeds(plan.train_config(name), count, log=log, reuse=skip_trained)
+    for name, count in plan.ensembles().items():
+        seeds = list(range(DEFAULT_SEED, DEFAULT_SEED + count))
+        if skip_trained and exported(models_dir / ensemble.ensemble_name(name, count), lambda metadata: [
+                member["seed"] for member in metadata.get("ensemble", {}).get("members", [])] == seeds):
+            log(f"{ensemble.ensemble_name(name, count)}: exported from seeds {seeds[0]}-{seeds[-1]}, skipped")
+            continue
+        ensemble.run_ensemble(plan.train_config(name), count, log=log)  # its members are the seeds just trained
     if not (skip_trained and (models_dir / tuning.MODEL_NAME / "saved_model.pb").is_file()):
-        tuning.search(tuning.SearchConfig(fresh=True), log)
+        tuning.search(plan.search_config(), log)
 
 
-def measure_rows(models_dir, reports_dir, log):
+def measure_rows(plan, models_dir, reports_dir, log):
     """Table rows: every model's SavedModel evaluated plain and with TTA; seeded models over their seeds."""
     rows, failures = evaluate(EvalConfig(models_dir=str(models_dir), reports_dir=str(reports_dir), tta=True), log)
     if failures:
@@ -78,10 +114,10 @@ def measure_rows(models_dir, reports_dir, log):
         metadata = export.read_metadata(models_dir / row["model"])
         spec = REGISTRY.get(row["model"])  # today's words for a registry model, whenever it was trained
         table.append(model_table.table_row(metadata, [row["test_accuracy"]], [row["tta_accuracy"]],
-                                           spec.source if spec else SOURCES.get(row["model"]),
+                                           spec.source if spec else sources(plan).get(row["model"]),
                                            spec.summary if spec else None))
-    for name, count in SEEDS.items():
-        members = ensemble.train_members(TrainConfig(model=name), count, log)  # all found: trained above
+    for name, count in plan.seeds().items():
+        members = ensemble.train_members(plan.train_config(name), count, log)  # all found: trained above
         config = EvalConfig(reports_dir=str(Path(reports_dir) / "members" / name), tta=True)
         data = load_mnist(None, log=log)
         seeded = [evaluate_folder(folder, data, config, log) for folder, _ in members]
@@ -97,8 +133,7 @@ def measure_rows(models_dir, reports_dir, log):
 def training_minutes(rows, models_dir):
     """What training every row from scratch costs: the recorded training times, each seed counted, and the search."""
     seconds = sum(row["training_seconds"] * len(row["test_accuracy"]) for row in rows
-                  if row["training_seconds"] is not None and not row["model"].endswith(tuple(
-                      f"_ensemble{count}" for count in ENSEMBLES.values())))
+                  if row["training_seconds"] is not None and not row["ensemble_of"])
     tuned = models_dir / tuning.MODEL_NAME
     if (tuned / export.METADATA_FILE).is_file():
         seconds += export.read_metadata(tuned).get("search", {}).get("trial_seconds_total", 0)
@@ -107,6 +142,9 @@ def training_minutes(rows, models_dir):
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run of every step: {QUICK_SUBSET} training images, one epoch, two seeds, a "
+                             "2-trial search; pair it with another --readme (default: off)")
     parser.add_argument("--skip-trained", action="store_true",
                         help="keep models already trained with today's recipe and data (default: retrain all)")
     parser.add_argument("--readme", default=str(ROOT / "README.md"),
@@ -127,11 +165,13 @@ def main(argv=None):
         raise UserError(f"--readme {readme}: {error}") from None
     start = time.perf_counter()
     models_dir = Path(export.MODELS_DIR)
-    train_everything(args.skip_trained, models_dir, print)
+    plan = Plan(quick=args.quick)
+    train_everything(plan, args.skip_trained, models_dir, print)
     trained_seconds = time.perf_counter() - start
-    rows = measure_rows(models_dir, Path(args.reports_dir), print)
+    rows = measure_rows(plan, models_dir, Path(args.reports_dir), print)
     table = model_table.format_model_table(rows)
-    footer = (f"\n\nRegenerated by `python benchmarks/accuracy.py{' --skip-trained' if args.skip_trained else ''}` "
+    flags = "".join(f" --{flag.replace('_', '-')}" for flag in ("quick", "skip_trained") if getattr(args, flag))
+    footer = (f"\n\nRegenerated by `python benchmarks/accuracy.py{flags}` "
               f"on {cpu_name()}: this run spent {trained_seconds / 60:.0f} min training and searching and "
               f"{(time.perf_counter() - start - trained_seconds) / 60:.0f} min evaluating; from scratch, the "
               f"recorded training times and search trials add up to {training_minutes(rows, models_dir):.0f} min.")

@@ -20,6 +20,7 @@ def table_row(metadata, test_accuracy, tta_accuracy, source=None, summary=None):
             "parameters": metadata.get("parameters"), "epochs": metadata.get("epochs_run"),
             "seconds_per_epoch": metadata.get("seconds_per_epoch"), "training_seconds": metadata.get("training_seconds"),
             "test_accuracy": list(test_accuracy), "tta_accuracy": list(tta_accuracy),
+            "ensemble_of": len(metadata.get("ensemble", {}).get("members", [])),
             "source": source if source is not None else metadata.get("source", "")}
 
 
@@ -41,6 +42,13 @@ def duration(seconds):
     return f"{seconds / 60:.0f} min"
 
 
+def seeds(row):
+    """How many seeds stand behind the figure: one per run, or all of an ensemble's members at once."""
+    if row["ensemble_of"]:
+        return f"{row['ensemble_of']}, averaged"
+    return str(len(row["test_accuracy"]))
+
+
 def format_model_table(rows):
     """Markdown, best mean test accuracy first."""
     lines = ["| model | what it is | parameters | epochs | time per epoch | training time | test accuracy "
@@ -51,7 +59,7 @@ def format_model_table(rows):
             f"| `{row['model']}` | {row['summary']} | {row['parameters']:,} | {row['epochs'] or '?'} "
             f"| {duration(row['seconds_per_epoch'])} | {duration(row['training_seconds'])} "
             f"| {percent(row['test_accuracy'])} | {percent(row['tta_accuracy']) if row['tta_accuracy'] else '-'} "
-            f"| {len(row['test_accuracy'])} | {row['source']} |")
+            f"| {seeds(row)} | {row['source']} |")
     return "\n".join(lines)
 
 
