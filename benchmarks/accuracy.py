@@ -2,7 +2,7 @@
 
     python benchmarks/accuracy.py                  # from scratch: every model, the seeds, the ensemble, the MLP search
     python benchmarks/accuracy.py --skip-trained   # only what is not trained yet with today's recipe and data
-    python benchmarks/accuracy.py --quick --readme /tmp/README.md   # every step in a minute or two, on a subset
+    python benchmarks/accuracy.py --quick          # every step in about 2 minutes, on a subset, in a temporary folder
 
 Trains each registered model (`python train.py --model NAME`), the NumPy net (`python -m
 scratch.train`), the seeds behind the top row (`python train.py --model deep_cnn --seeds 5`), the
@@ -12,12 +12,16 @@ writes reports/model_table.md and puts the table into README.md between its mark
 """
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules are one level up
 
 from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run  # noqa: E402
@@ -29,7 +33,7 @@ from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.evaluation import EvalConfig, evaluate, evaluate_folder  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
-from mnist_lab.training import DEFAULT_SEED, TrainConfig, train  # noqa: E402
+from mnist_lab.training import TrainConfig, recipe_from_metadata, train  # noqa: E402
 from models import REGISTRY  # noqa: E402
 from scratch.train import NAME as SCRATCH_NAME  # noqa: E402
 from scratch.train import ScratchConfig, train_scratch  # noqa: E402
@@ -51,10 +55,10 @@ class Plan:
     def scratch_config(self):
         return ScratchConfig(subset=QUICK_SUBSET, epochs=1) if self.quick else ScratchConfig()
 
-    def search_config(self):
+    def search_config(self, fresh):
         if self.quick:
-            return tuning.SearchConfig(subset=QUICK_SUBSET, max_trials=2, epochs=1, final_epochs=1, fresh=True)
-        return tuning.SearchConfig(fresh=True)
+            return tuning.SearchConfig(subset=QUICK_SUBSET, max_trials=2, epochs=1, final_epochs=1, fresh=fresh)
+        return tuning.SearchConfig(fresh=fresh)
 
     def seeds(self):
         return {name: 2 if self.quick else count for name, count in SEEDS.items()}
@@ -71,9 +75,14 @@ def sources(plan):
                for name, count in plan.ensembles().items()}}
 
 
-def exported(folder, metadata_matches):
+def exported(folder, fingerprint, subset, matches=lambda metadata: True):
+    """Whether `folder` holds a model trained on this data and subset that also `matches`."""
     folder = Path(folder)
-    return (folder / "saved_model.pb").is_file() and metadata_matches(export.read_metadata(folder))
+    if not (folder / "saved_model.pb").is_file():
+        return False
+    metadata = export.read_metadata(folder)
+    return (metadata.get("data", {}).get("fingerprint_sha256") == fingerprint
+            and metadata.get("flags", {}).get("subset") == subset and matches(metadata))
 
 
 def train_everything(plan, skip_trained, models_dir, log):
@@ -87,19 +96,28 @@ def train_everything(plan, skip_trained, models_dir, log):
             log(f"{name}: trained with today's recipe and data, skipped")
             continue
         train(config, log)
-    if not (skip_trained and (models_dir / SCRATCH_NAME / "saved_model.pb").is_file()):
+    subset = plan.scratch_config().subset
+    if not (skip_trained and exported(models_dir / SCRATCH_NAME, fingerprint, subset)):
         train_scratch(plan.scratch_config(), log)
     for name, count in plan.seeds().items():
         ensemble.run_seeds(plan.train_config(name), count, log=log, reuse=skip_trained)
     for name, count in plan.ensembles().items():
-        seeds = list(range(DEFAULT_SEED, DEFAULT_SEED + count))
-        if skip_trained and exported(models_dir / ensemble.ensemble_name(name, count), lambda metadata: [
-                member["seed"] for member in metadata.get("ensemble", {}).get("members", [])] == seeds):
+        config = plan.train_config(name)
+        seeds = list(range(config.seed, config.seed + count))
+
+        def same_members(metadata):
+            members = metadata.get("ensemble", {}).get("members", [])
+            return ([member["seed"] for member in members] == seeds
+                    and recipe_from_metadata(metadata.get("recipe", {})) == config.recipe())
+
+        if skip_trained and exported(models_dir / ensemble.ensemble_name(name, count), fingerprint, subset,
+                                     same_members):
             log(f"{ensemble.ensemble_name(name, count)}: exported from seeds {seeds[0]}-{seeds[-1]}, skipped")
             continue
-        ensemble.run_ensemble(plan.train_config(name), count, log=log)  # its members are the seeds just trained
-    if not (skip_trained and (models_dir / tuning.MODEL_NAME / "saved_model.pb").is_file()):
-        tuning.search(plan.search_config(), log)
+        ensemble.run_ensemble(config, count, log=log)  # its members are the seeds just trained
+    if not (skip_trained and exported(models_dir / tuning.MODEL_NAME, fingerprint, subset)):
+        # From scratch, a new search; otherwise the one in tuner_state/ goes on where it stopped.
+        tuning.search(plan.search_config(fresh=not skip_trained), log)
 
 
 def measure_rows(plan, models_dir, reports_dir, log):
@@ -144,10 +162,10 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run of every step: {QUICK_SUBSET} training images, one epoch, two seeds, a "
-                             "2-trial search; pair it with another --readme (default: off)")
+                             "2-trial search, all in a new temporary folder with a copy of the README (default: off)")
     parser.add_argument("--skip-trained", action="store_true",
                         help="keep models already trained with today's recipe and data (default: retrain all)")
-    parser.add_argument("--readme", default=str(ROOT / "README.md"),
+    parser.add_argument("--readme", default=str(DEFAULT_README),
                         help="the README whose table to replace (default: the project's README.md)")
     parser.add_argument("--reports-dir", default="reports", help="where the table and reports go (default: reports)")
     return parser.parse_args(argv)
@@ -155,6 +173,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.readme = str(Path(args.readme).resolve())
+    if args.quick:  # a smoke run must not touch the real models, reports, search or README
+        workdir = Path(tempfile.mkdtemp(prefix="mnist-quick-"))
+        if Path(args.readme).resolve() == DEFAULT_README:
+            args.readme = str(shutil.copy(DEFAULT_README, workdir / "README.md"))
+        os.chdir(workdir)
+        print(f"--quick: working in {workdir}")
     readme = Path(args.readme)
     if not readme.is_file():
         raise UserError(f"--readme {readme}: no such file")

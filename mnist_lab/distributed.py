@@ -48,9 +48,10 @@ def child_argv(config):
     """The search's own flags, for the chief and the workers."""
     argv = ["--tuner", config.tuner, "--epochs", str(config.epochs), "--final-epochs", str(config.final_epochs),
             "--seed", str(config.seed), "--validation-size", str(config.validation_size),
-            "--directory", str(config.directory), "--project-name", config.project_name]
+            "--directory", str(config.directory), "--project-name", config.project_name,
+            "--reports-dir", str(config.reports_dir)]
     for flag, value in (("--max-trials", config.max_trials), ("--subset", config.subset),
-                        ("--data-dir", config.data_dir)):
+                        ("--data-dir", config.data_dir), ("--output", config.output)):
         if value is not None:
             argv += [flag, str(value)]
     return argv
@@ -103,15 +104,18 @@ def supervise(config, log=print):
     try:
         while True:
             time.sleep(POLL_SECONDS)
-            if chief.poll() is not None:
-                raise UserError(f"the chief oracle exited (code {chief.poll()}) before the search ended; "
-                                "the trials so far are saved: run the same command to resume")
             codes = [worker.poll() for worker in workers]
             if all(code == 0 for code in codes):
                 return
+            if chief.poll() not in (None, 0):  # 0: it told every worker to stop; they are on their way out
+                raise UserError(f"the chief oracle exited (code {chief.poll()}) before the search ended; "
+                                "the trials so far are saved: run the same command to resume")
             for worker, code in zip(workers, codes):
                 if code in (None, 0):
                     continue
+                if chief.poll() is not None:  # the search is over: nothing to restart a worker for
+                    log(f"{worker.name} exited (code {code}) after the chief ended the search")
+                    return
                 if worker.restarts >= config.worker_restarts:
                     log(f"{worker.name} died (exit code {code}) {worker.restarts + 1} times; ending the "
                         "search with the trials that completed (the same command resumes the rest)")

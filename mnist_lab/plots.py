@@ -73,7 +73,7 @@ def search_results(rows, objective, top_names, path, title):
     figure = Figure(figsize=(5 * (1 + len(top_names)), 4), layout="constrained")
     figure.suptitle(title)
     panels = np.atleast_1d(figure.subplots(1, 1 + len(top_names)))
-    order = np.arange(len(scored))  # trial numbers count from 0, as keras-tuner names them
+    order = np.array([int(row["trial"]) for row in scored])  # keras-tuner's trial numbers
     scores = np.array([row[objective] for row in scored])
     panels[0].plot(order, scores, "o", label="trial")
     panels[0].step(order, np.maximum.accumulate(scores), where="post", label="best so far")

@@ -187,9 +187,10 @@ class ReportingTuner:
         ended = self.oracle.get_trial(trial.trial_id)
         best = self.oracle.get_best_trials(1)
         score = f"{OBJECTIVE} {ended.score:.4f}" if ended.score is not None else ended.status.lower()
+        best_so_far = f"{best[0].score:.4f}" if best and best[0].score is not None else "none yet"
         seconds = read_seconds(Path(self.get_trial_dir(trial.trial_id)))
         print(f"trial {trial.trial_id}: {score} in {seconds if seconds is not None else '?'} s "
-              f"(best so far {best[0].score:.4f}) | {describe(search_values(ended.hyperparameters.values))}",
+              f"(best so far {best_so_far}) | {describe(search_values(ended.hyperparameters.values))}",
               flush=True)
 
 
@@ -205,8 +206,14 @@ def make_tuner(config, hypermodel, overwrite=False):
         budget = {"max_trials": config.trials, "num_initial_points": max(2, math.ceil(config.trials / 3))}
     else:
         budget = {"max_trials": config.trials}
-    return tuner_class(hypermodel=hypermodel, objective=OBJECTIVE, seed=config.seed, directory=config.directory,
-                       project_name=config.project_name, overwrite=overwrite, **budget)
+    tuner = tuner_class(hypermodel=hypermodel, objective=OBJECTIVE, seed=config.seed, directory=config.directory,
+                        project_name=config.project_name, overwrite=overwrite, **budget)
+    is_worker = distributed_role() is not None and "chief" not in distributed_role()
+    if not is_worker and not tuner.oracle.trials and (config.project_dir / "oracle.json").is_file():
+        # keras-tuner reloads a search only from this process's own tuner_<ID>.json: a search begun
+        # in one process and continued by a chief (or the other way round) would start over.
+        tuner.oracle.reload()
+    return tuner
 
 
 def search_settings(config, data):
@@ -246,7 +253,7 @@ def read_seconds(trial_dir):
 def trial_rows(tuner):
     """One dict per trial in start order: id, status, objective, best epoch, seconds, values."""
     rows = []
-    for trial in sorted(tuner.oracle.trials.values(), key=lambda trial: trial.trial_id):
+    for trial in sorted(tuner.oracle.trials.values(), key=lambda trial: int(trial.trial_id)):
         rows.append({"trial": trial.trial_id, "status": trial.status.lower(), OBJECTIVE: trial.score,
                      "best_epoch": None if trial.best_step is None else int(trial.best_step) + 1,
                      "seconds": read_seconds(Path(tuner.get_trial_dir(trial.trial_id))),
@@ -258,8 +265,8 @@ def influence(rows, least=5):
     """Hyperparameters ranked by how much of the objective's spread they explain, in [0, 1].
 
     A number with many distinct values: Spearman's rank correlation squared (a monotonic trend);
-    anything else: epsilon squared, the share of variance between its values' groups corrected
-    for what that many groups would explain by chance. Needs `least` finished trials with the
+    anything else: epsilon squared, the share of variance between its values' groups. Both are
+    corrected for what chance alone would explain with that many trials and groups. Needs `least` finished trials with the
     hyperparameter, and at least 3 more than it has distinct values.
     """
     scored = [row for row in rows if row[OBJECTIVE] is not None]
@@ -271,7 +278,8 @@ def influence(rows, least=5):
         if len(pairs) < least or len(levels) < 2 or objective.std() == 0:
             continue
         if isinstance(values[0], float) and len(levels) > 3:
-            ranking[name] = float(stats.spearmanr(values, objective).statistic ** 2)
+            squared = float(stats.spearmanr(values, objective).statistic ** 2)
+            ranking[name] = max(0.0, 1 - (1 - squared) * (len(pairs) - 1) / (len(pairs) - 2))  # adjusted, as below
             continue
         if len(pairs) - len(levels) < 3:
             continue  # too few trials per value to tell an effect from chance
@@ -368,8 +376,6 @@ def run_trials(config, splits, log):
 def finish(config, data, splits, search_seconds, log):
     """Report every trial, retrain the best values on the training split, test once, export."""
     tuner = make_tuner(config, MlpHyperModel(splits, config.epochs, config.seed, verbose=0))
-    if not tuner.oracle.trials and (config.project_dir / "oracle.json").is_file():
-        tuner.oracle.reload()  # a chief's search: this process has no tuner file of its own to reload from
     rows = write_report(tuner, config, config.reports_path(), log)
     completed = [row for row in rows if row[OBJECTIVE] is not None]
     if not completed:
@@ -385,9 +391,11 @@ def finish(config, data, splits, search_seconds, log):
               "trial_seconds_total": round(sum(row["seconds"] or 0 for row in rows), 1),
               "search_seconds_this_run": round(search_seconds, 1),
               "project": str(config.project_dir)}
+    # fresh: a retrain killed midway starts over (minutes), rather than refusing a backup made for
+    # other values with advice (--fresh) that would discard the search itself.
     train_config = TrainConfig(model=MODEL_NAME, seed=config.seed, data_dir=config.data_dir,
                                output=str(config.output_dir()), subset=config.subset,
-                               validation_size=config.validation_size, verbose=config.verbose)
+                               validation_size=config.validation_size, verbose=config.verbose, fresh=True)
     spec = tuned_spec(values, config.final_epochs)
     exported = exported_metadata(train_config, spec, data, values)
     if exported:
@@ -433,6 +441,8 @@ def search(config, log=print):
         distributed.check_port(distributed.LOOPBACK, config.port)  # before --fresh discards anything
     data, splits = load_splits(config, log)
     if role is not None and (not is_chief or os.environ.get(distributed.SUPERVISED_ENV)):
+        if (config.project_dir / SEARCH_FILE).is_file():  # a worker sharing the chief's folder: same search?
+            check_settings(config, search_settings(config, data))
         run_trials(config, splits, log)
         return None
     with resume.OutputLock(config.project_dir, flag="--project-name"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mnist_lab import ensemble
-from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate, shift, tta_probabilities
+from mnist_lab.evaluation import TTA_SHIFTS, EvalConfig, SavedModelClassifier, evaluate, shift, tta_probabilities
 from mnist_lab.training import TrainConfig, train
 import train as train_cli
 
@@ -78,9 +78,14 @@ def test_spread_of_given_figures():
 
 def test_tta_with_identity_transforms_is_the_plain_prediction(synthetic_arrays):
     images = synthetic_arrays[0][:20, ..., None].astype(np.float32) / 255
-    predict = lambda batch: np.stack([batch.mean(axis=(1, 2, 3)), batch.std(axis=(1, 2, 3))], axis=1)  # noqa: E731
+
+    def predict(batch):  # depends on where the ink is, as a classifier does
+        return batch[:, :14].sum(axis=(1, 2, 3), keepdims=False)[:, None] * np.array([[1.0, -1.0]])
+
     np.testing.assert_array_equal(tta_probabilities(predict, images, shifts=((0, 0), (0, 0))), predict(images))
-    assert not np.allclose(tta_probabilities(predict, images), predict(images))
+    expected = np.mean([predict(shift(images, rows, columns)) for rows, columns in TTA_SHIFTS], axis=0)
+    np.testing.assert_allclose(tta_probabilities(predict, images), expected)
+    assert not np.allclose(expected, predict(images))  # the default shifts do change what is seen
 
 
 def test_shift_moves_pixels_and_fills_the_border_with_background():
@@ -90,12 +95,15 @@ def test_shift_moves_pixels_and_fills_the_border_with_background():
     np.testing.assert_array_equal(shift(image, 0, 0), image)
 
 
-def test_evaluate_reports_tta_beside_the_plain_figure(tiny):
+def test_evaluate_reports_tta_beside_the_plain_figure(tiny, synthetic_arrays):
     train(TrainConfig(**{**tiny.__dict__, "epochs": 2}), log=quiet)
     plain, _ = evaluate(EvalConfig(data_dir=tiny.data_dir, reports_dir="eval"), log=quiet)
     assert "tta_accuracy" not in plain[0]
     rows, _ = evaluate(EvalConfig(data_dir=tiny.data_dir, reports_dir="eval", tta=True), log=quiet)
     assert rows[0]["test_accuracy"] == plain[0]["test_accuracy"]  # the plain figure is never mixed with TTA
-    assert 0 < rows[0]["tta_accuracy"] <= 1
+    classifier = SavedModelClassifier("saved_models/simple_cnn")
+    images = synthetic_arrays[2][..., None].astype(np.float32) / 255
+    augmented = tta_probabilities(classifier.predict, images)
+    assert rows[0]["tta_accuracy"] == pytest.approx(np.mean(augmented.argmax(axis=1) == synthetic_arrays[3]))
     with open("eval/summary.md") as summary:
         assert "| model | test accuracy | with TTA | macro F1 |" in summary.read()

@@ -137,14 +137,34 @@ def test_a_changed_search_is_refused_until_fresh(real_mnist_dir, tmp_path, capsy
     oracle = tmp_path / "state" / "mlp" / "oracle.json"
     kept = oracle.read_bytes()
     capsys.readouterr()
-    for change in (["--tuner", "random"], ["--seed", "7"]):
-        assert run(lambda: search_mlp.main(argv[:4] + ["--epochs", "2"] + argv[6:] + change)) == 2
+    for change in (["--tuner", "random"], ["--seed", "7"], ["--epochs", "3"]):
+        assert run(lambda: search_mlp.main(argv + change)) == 2
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and "holds a search with other settings" in error[0] and "--fresh" in error[0]
         assert oracle.read_bytes() == kept
     assert search_mlp.main(argv + ["--tuner", "random", "--fresh"]) == 0
     assert "--fresh: discarding the search" in capsys.readouterr().out
     assert json.loads((tmp_path / "state" / "mlp" / "search.json").read_text())["tuner"] == "random"
+
+
+def test_a_search_begun_in_one_process_is_continued_by_a_chief_and_back(real_mnist_dir, tmp_path, monkeypatch):
+    """keras-tuner reloads only from its own tuner_<ID>.json; the search must not start over."""
+    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 1)
+    assert search_mlp.main(argv) == 0
+    config = tuning.SearchConfig(epochs=2, final_epochs=1, subset=2000, directory=str(tmp_path / "state"),
+                                 data_dir=str(real_mnist_dir))
+    _, splits = tuning.load_splits(config, log=lambda *_: None)
+    hypermodel = tuning.MlpHyperModel(splits, config.epochs, config.seed, verbose=0)
+    monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
+    monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
+    monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
+    as_chief = tuning.make_tuner(config, hypermodel)
+    assert list(as_chief.oracle.trials) == ["0"]
+    as_chief.save()  # what a chief does first: now both tuner files exist
+    for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
+        monkeypatch.delenv(name)
+    (tmp_path / "state" / "mlp" / "tuner0.json").unlink()  # as if the search had begun under a chief
+    assert list(tuning.make_tuner(config, hypermodel).oracle.trials) == ["0"]
 
 
 def test_a_killed_search_resumes_and_retries_only_the_interrupted_trial(real_mnist_dir, tmp_path):
