@@ -20,8 +20,8 @@ from mnist_lab import export, resume
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import make_splits, to_model_input
 from mnist_lab.errors import UserError
-from mnist_lab.training import (MODELS_DIR, check_output_dir, environment, provenance, recipe_from_metadata,
-                                train, write_model_folder)
+from mnist_lab.training import (MODELS_DIR, check_output_dir, environment, provenance, train, trained_as,
+                                write_model_folder)
 from models import INPUT_SHAPE, REGISTRY
 
 MEMBERS_DIR = MODELS_DIR / export.MEMBERS_DIR
@@ -35,22 +35,13 @@ def ensemble_name(model, count):
     return f"{model}_ensemble{count}"
 
 
-def same_run(metadata, config, recipe, fingerprint):
-    """Whether a model folder's metadata says it was trained as `config` would train it now."""
-    flags = metadata.get("flags", {})
-    return (metadata.get("model") == config.model and flags.get("seed") == config.seed
-            and flags.get("subset") == config.subset and flags.get("validation_size") == config.validation_size
-            and metadata.get("data", {}).get("fingerprint_sha256") == fingerprint
-            and recipe_from_metadata(metadata.get("recipe", {})) == recipe and "test_accuracy" in metadata)
-
-
 def find_trained(config, fingerprint, folders):
     """(folder, metadata) of the first folder holding the model `config` would train, else None."""
     recipe = config.recipe()
     for folder in folders:
         if (folder / "saved_model.pb").is_file() and (folder / "model.keras").is_file():
             metadata = export.read_metadata(folder)
-            if same_run(metadata, config, recipe, fingerprint):
+            if trained_as(metadata, config, recipe, fingerprint):
                 return folder, metadata
     return None
 

@@ -193,6 +193,15 @@ def recipe_from_metadata(recipe):
         return None
 
 
+def trained_as(metadata, config, recipe, fingerprint):
+    """Whether a model folder's metadata says it was trained as `config` and `recipe` would train it now."""
+    flags = metadata.get("flags", {})
+    return (metadata.get("model") == config.model and flags.get("seed") == config.seed
+            and flags.get("subset") == config.subset and flags.get("validation_size") == config.validation_size
+            and metadata.get("data", {}).get("fingerprint_sha256") == fingerprint
+            and recipe_from_metadata(metadata.get("recipe", {})) == recipe and "test_accuracy" in metadata)
+
+
 def write_model_folder(model, output, metadata, history=None, epoch_seconds=None):
     """SavedModel, model.keras, history, curves and metadata, swapped into `output` only when complete."""
     staging = export.staging_folder(output)

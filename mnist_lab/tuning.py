@@ -31,8 +31,7 @@ from mnist_lab.data import load_mnist
 from mnist_lab.distributed import ORACLE_IP_ENV, ORACLE_PORT_ENV, TUNER_ID_ENV
 from mnist_lab.data.pipeline import VALIDATION_SIZE, check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
-from mnist_lab.training import (DEFAULT_SEED, TrainConfig, build_and_compile, check_output_dir,
-                                recipe_from_metadata, train)
+from mnist_lab.training import DEFAULT_SEED, TrainConfig, build_and_compile, check_output_dir, train, trained_as
 from models import OPTIMIZERS, ModelSpec, Recipe
 from models.mlp import build_mlp
 
@@ -194,7 +193,7 @@ class ReportingTuner:
               flush=True)
 
 
-def make_tuner(config, hypermodel, overwrite=False):
+def make_tuner(config, hypermodel):
     base = {"bayesian": keras_tuner.BayesianOptimization, "random": keras_tuner.RandomSearch,
             "hyperband": keras_tuner.Hyperband}[config.tuner]
     tuner_class = type(f"Reporting{base.__name__}", (ReportingTuner, base), {})
@@ -207,9 +206,8 @@ def make_tuner(config, hypermodel, overwrite=False):
     else:
         budget = {"max_trials": config.trials}
     tuner = tuner_class(hypermodel=hypermodel, objective=OBJECTIVE, seed=config.seed, directory=config.directory,
-                        project_name=config.project_name, overwrite=overwrite, **budget)
-    is_worker = distributed_role() is not None and "chief" not in distributed_role()
-    if not is_worker and not tuner.oracle.trials and (config.project_dir / "oracle.json").is_file():
+                        project_name=config.project_name, **budget)
+    if not is_worker(distributed_role()) and not tuner.oracle.trials and (config.project_dir / "oracle.json").is_file():
         # keras-tuner reloads a search only from this process's own tuner_<ID>.json: a search begun
         # in one process and continued by a chief (or the other way round) would start over.
         tuner.oracle.reload()
@@ -332,8 +330,7 @@ def write_report(tuner, config, folder, log):
 
 
 def prepare_state(config, data, log):
-    """Check the project folder against this search; discard it first with --fresh."""
-    export.check_writable_dir(config.directory, "--directory")
+    """Check the project folder against this search (check_config proved it writable); --fresh discards it first."""
     settings = search_settings(config, data)
     if config.fresh and config.project_dir.exists():
         log(f"--fresh: discarding the search in {config.project_dir}")
@@ -413,16 +410,22 @@ def exported_metadata(train_config, spec, data, values):
     if not (output / "saved_model.pb").is_file():
         return None
     metadata = export.read_metadata(output)
-    flags = metadata.get("flags", {})
-    same = (metadata.get("hyperparameters") == values and recipe_from_metadata(metadata.get("recipe", {})) == spec.recipe
-            and all(flags.get(key) == getattr(train_config, key) for key in ("seed", "subset", "validation_size"))
-            and metadata.get("data", {}).get("fingerprint_sha256") == data.fingerprint)
+    same = metadata.get("hyperparameters") == values and trained_as(metadata, train_config, spec.recipe,
+                                                                     data.fingerprint)
     return metadata if same else None
 
 
 def distributed_role():
     """None when not distributed, else this process's keras-tuner ID ("chief" or a worker's)."""
     return os.environ.get(TUNER_ID_ENV) if ORACLE_IP_ENV in os.environ else None
+
+
+def is_chief(role):
+    return role is not None and "chief" in role  # keras-tuner's own test
+
+
+def is_worker(role):
+    return role is not None and not is_chief(role)
 
 
 def search(config, log=print):
@@ -434,13 +437,12 @@ def search(config, log=print):
     """
     check_config(config)
     role = distributed_role()
-    is_chief = role is not None and "chief" in role  # keras-tuner's own test
-    if is_chief:
+    if is_chief(role):
         distributed.check_port(os.environ[ORACLE_IP_ENV], os.environ.get(ORACLE_PORT_ENV, ""))
     elif role is None and config.workers and config.port:
         distributed.check_port(distributed.LOOPBACK, config.port)  # before --fresh discards anything
     data, splits = load_splits(config, log)
-    if role is not None and (not is_chief or os.environ.get(distributed.SUPERVISED_ENV)):
+    if is_worker(role) or (is_chief(role) and os.environ.get(distributed.SUPERVISED_ENV)):
         if (config.project_dir / SEARCH_FILE).is_file():  # a worker sharing the chief's folder: same search?
             check_settings(config, search_settings(config, data))
         run_trials(config, splits, log)
