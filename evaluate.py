@@ -12,11 +12,7 @@ import argparse
 import sys
 
 from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import, run
-
-quiet_tensorflow_import()
-
-from mnist_lab.evaluation import EvalConfig, evaluate  # noqa: E402
-from mnist_lab.export import MODELS_DIR  # noqa: E402
+from mnist_lab.config import MODELS_DIR
 
 
 def parse_args(argv=None):
@@ -35,8 +31,11 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    config = EvalConfig(**vars(parse_args(argv)))
-    _, failures = evaluate(config)
+    args = parse_args(argv)
+    quiet_tensorflow_import()  # only now: --help and flag errors answer without it
+    from mnist_lab.evaluation import EvalConfig, evaluate
+
+    _, failures = evaluate(EvalConfig(**vars(args)))
     for failure in failures:  # after the table, so they are the last thing on screen
         print(f"error: {failure}", file=sys.stderr)
     return 1 if failures else 0

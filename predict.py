@@ -14,13 +14,8 @@ import sys
 from pathlib import Path
 
 from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
-
-quiet_tensorflow_import()
-
-from mnist_lab import plots  # noqa: E402
-from mnist_lab.errors import UserError  # noqa: E402
-from mnist_lab.export import MODELS_DIR, check_writable_dir  # noqa: E402
-from mnist_lab.predictor import DigitPredictor, choose_model  # noqa: E402
+from mnist_lab.config import MODELS_DIR
+from mnist_lab.errors import UserError
 
 SHOW_DIR = "reports/predict"
 
@@ -38,6 +33,11 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow_import()  # only now: --help and flag errors answer without it
+    from mnist_lab import plots
+    from mnist_lab.predictor import DigitPredictor, choose_model
+    from mnist_lab.store import check_writable_dir
+
     folder, reason = choose_model(args.models_dir, args.model)
     if args.show:
         check_writable_dir(args.show, "--show")

@@ -11,14 +11,7 @@ import argparse
 import sys
 
 from mnist_lab.cli import ArgumentParser, check_port_free, port_number, quiet_tensorflow_import, run
-
-quiet_tensorflow_import()
-
-import uvicorn  # noqa: E402
-
-from mnist_lab.export import MODELS_DIR  # noqa: E402
-from mnist_lab.predictor import choose_model  # noqa: E402
-from mnist_lab.serving import create_app  # noqa: E402
+from mnist_lab.config import MODELS_DIR
 
 
 def parse_args(argv=None):
@@ -32,6 +25,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    quiet_tensorflow_import()  # only now: --help and flag errors answer without it
+    import uvicorn
+
+    from mnist_lab.predictor import choose_model
+    from mnist_lab.serving import create_app
+
     folder, reason = choose_model(args.models_dir, args.model)
     check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
     app = create_app(folder, args.models_dir)

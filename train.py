@@ -12,13 +12,9 @@ import argparse
 import sys
 
 from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run, whole_number
-
-quiet_tensorflow_import()
-
-from mnist_lab.ensemble import run_ensemble, run_seeds  # noqa: E402
-from mnist_lab.errors import UserError  # noqa: E402
-from mnist_lab.training import TrainConfig, add_run_flags, train  # noqa: E402
-from models import DEFAULT_MODEL, OPTIMIZERS, REGISTRY, SCHEDULES  # noqa: E402
+from mnist_lab.config import TrainConfig, add_run_flags
+from mnist_lab.errors import UserError
+from models import DEFAULT_MODEL, OPTIMIZERS, REGISTRY, SCHEDULES
 
 
 def parse_args(argv=None):
@@ -57,9 +53,13 @@ def main(argv=None):
     args = vars(parse_args(argv))
     seeds, ensemble = args.pop("seeds"), args.pop("ensemble")
     config = TrainConfig(**args)
+    if seeds and config.output:
+        raise UserError("--output does not apply to --seeds: seed S goes to saved_models/members/<model>/seed-S/")
+    quiet_tensorflow_import()  # only now: --help and flag errors answer without it
+    from mnist_lab.ensemble import run_ensemble, run_seeds
+    from mnist_lab.training import train
+
     if seeds:
-        if config.output:
-            raise UserError("--output does not apply to --seeds: seed S goes to saved_models/members/<model>/seed-S/")
         run_seeds(config, seeds)
     elif ensemble:
         run_ensemble(config, ensemble)

@@ -20,23 +20,26 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_README = ROOT / "README.md"
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules are one level up
-
-from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run  # noqa: E402
+from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
 
 quiet_tensorflow_import()
 
-from mnist_lab import ensemble, export, model_table, tuning  # noqa: E402
+from mnist_lab import ensemble, model_table, tuning  # noqa: E402
+from mnist_lab.config import MODELS_DIR, TrainConfig  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.evaluation import EvalConfig, evaluate, evaluate_folder  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
-from mnist_lab.training import TrainConfig, recipe_from_metadata, train  # noqa: E402
+from mnist_lab.record import ModelRecord  # noqa: E402
+from mnist_lab.training import train  # noqa: E402
+from mnist_lab.tuning.search import search  # noqa: E402
 from models import REGISTRY  # noqa: E402
 from scratch.train import NAME as SCRATCH_NAME  # noqa: E402
-from scratch.train import ScratchConfig, train_scratch  # noqa: E402
+from scratch.train import SPEC as SCRATCH_SPEC  # noqa: E402
+from scratch.train import scratch_config  # noqa: E402
+from scratch.training import train_scratch  # noqa: E402
+
+DEFAULT_README = Path(__file__).resolve().parents[1] / "README.md"
 
 SEEDS = {"deep_cnn": 5}  # rows given as mean ± std over this many seeds: the ensemble's members
 ENSEMBLES = {"deep_cnn": 5}
@@ -53,7 +56,7 @@ class Plan:
         return TrainConfig(model=name, subset=QUICK_SUBSET, epochs=1) if self.quick else TrainConfig(model=name)
 
     def scratch_config(self):
-        return ScratchConfig(subset=QUICK_SUBSET, epochs=1) if self.quick else ScratchConfig()
+        return scratch_config(subset=QUICK_SUBSET, epochs=1) if self.quick else scratch_config()
 
     def search_config(self, fresh):
         if self.quick:
@@ -75,75 +78,62 @@ def sources(plan):
                for name, count in plan.ensembles().items()}}
 
 
-def exported(folder, fingerprint, subset, matches=lambda metadata: True):
-    """Whether `folder` holds a model trained on this data and subset that also `matches`."""
-    folder = Path(folder)
-    if not (folder / "saved_model.pb").is_file():
-        return False
-    metadata = export.read_metadata(folder)
-    return (metadata.get("data", {}).get("fingerprint_sha256") == fingerprint
-            and metadata.get("flags", {}).get("subset") == subset and matches(metadata))
+def trained(folder, config, spec, data):
+    """Whether `folder` holds what `config` would train from `spec` on `data` today."""
+    record = ModelRecord.load(folder)
+    return (Path(folder) / "saved_model.pb").is_file() and record is not None and record.matches(config, spec, data)
 
 
-def train_everything(plan, skip_trained, models_dir, log):
+def train_everything(plan, skip_trained, models_dir, data, log):
     """Train what the table needs; with `skip_trained`, only what is missing or out of date."""
-    fingerprint = load_mnist(None, log=log).fingerprint
     for name in sorted(REGISTRY):
         config = plan.train_config(name)
         if name in SEEDS:
             continue  # its rows come from its seeds
-        if skip_trained and ensemble.find_trained(config, fingerprint, [models_dir / name]):
+        if skip_trained and trained(models_dir / name, config, REGISTRY[name], data):
             log(f"{name}: trained with today's recipe and data, skipped")
             continue
-        train(config, log)
-    subset = plan.scratch_config().subset
-    if not (skip_trained and exported(models_dir / SCRATCH_NAME, fingerprint, subset)):
-        train_scratch(plan.scratch_config(), log)
+        train(config, data, log)
+    if not (skip_trained and trained(models_dir / SCRATCH_NAME, plan.scratch_config(), SCRATCH_SPEC, data)):
+        train_scratch(plan.scratch_config(), data, log)
     for name, count in plan.seeds().items():
-        ensemble.run_seeds(plan.train_config(name), count, log=log, reuse=skip_trained)
+        ensemble.run_seeds(plan.train_config(name), count, data, log=log, reuse=skip_trained)
     for name, count in plan.ensembles().items():
         config = plan.train_config(name)
-        seeds = list(range(config.seed, config.seed + count))
-
-        def same_members(metadata):
-            members = metadata.get("ensemble", {}).get("members", [])
-            return ([member["seed"] for member in members] == seeds
-                    and recipe_from_metadata(metadata.get("recipe", {})) == config.recipe())
-
-        if skip_trained and exported(models_dir / ensemble.ensemble_name(name, count), fingerprint, subset,
-                                     same_members):
-            log(f"{ensemble.ensemble_name(name, count)}: exported from seeds {seeds[0]}-{seeds[-1]}, skipped")
+        if skip_trained and trained(models_dir / ensemble.ensemble_name(name, count),
+                                    ensemble.ensemble_config(config, count), REGISTRY[name], data):
+            log(f"{ensemble.ensemble_name(name, count)}: exported from seeds {config.seed}-{config.seed + count - 1}, "
+                "skipped")
             continue
-        ensemble.run_ensemble(config, count, log=log)  # its members are the seeds just trained
-    if not (skip_trained and exported(models_dir / tuning.MODEL_NAME, fingerprint, subset)):
-        # From scratch, a new search; otherwise the one in tuner_state/ goes on where it stopped.
-        tuning.search(plan.search_config(fresh=not skip_trained), log)
+        ensemble.run_ensemble(config, count, data, log=log)  # its members are the seeds just trained
+    # From scratch, a new search; otherwise the one in tuner_state/ goes on where it stopped, and a
+    # finished one only checks that its best values are exported.
+    search(plan.search_config(fresh=not skip_trained), log)
 
 
-def measure_rows(plan, models_dir, reports_dir, log):
+def measure_rows(plan, models_dir, reports_dir, data, log):
     """Table rows: every model's SavedModel evaluated plain and with TTA; seeded models over their seeds."""
-    rows, failures = evaluate(EvalConfig(models_dir=str(models_dir), reports_dir=str(reports_dir), tta=True), log)
+    rows, failures = evaluate(EvalConfig(models_dir=str(models_dir), reports_dir=str(reports_dir), tta=True), data, log)
     if failures:
         raise UserError(f"could not evaluate: {'; '.join(failures)}")
     table = []
     for row in rows:
         if row["model"] in SEEDS:
             continue
-        metadata = export.read_metadata(models_dir / row["model"])
+        record = ModelRecord.load(models_dir / row["model"])
         spec = REGISTRY.get(row["model"])  # today's words for a registry model, whenever it was trained
-        table.append(model_table.table_row(metadata, [row["test_accuracy"]], [row["tta_accuracy"]],
+        table.append(model_table.table_row(record, [row["test_accuracy"]], [row["tta_accuracy"]],
                                            spec.source if spec else sources(plan).get(row["model"]),
                                            spec.summary if spec else None))
     for name, count in plan.seeds().items():
-        members = ensemble.train_members(plan.train_config(name), count, log)  # all found: trained above
+        members = ensemble.train_members(plan.train_config(name), count, data, log)  # all found: trained above
         config = EvalConfig(reports_dir=str(Path(reports_dir) / "members" / name), tta=True)
-        data = load_mnist(None, log=log)
         seeded = [evaluate_folder(folder, data, config, log) for folder, _ in members]
-        metadatas = [metadata for _, metadata in members]
-        row = model_table.table_row(metadatas[0], [r["test_accuracy"] for r in seeded],
+        records = [record for _, record in members]
+        row = model_table.table_row(records[0], [r["test_accuracy"] for r in seeded],
                                     [r["tta_accuracy"] for r in seeded], REGISTRY[name].source, REGISTRY[name].summary)
-        row["training_seconds"] = sum(m["training_seconds"] for m in metadatas) / count
-        row["seconds_per_epoch"] = sum(m["seconds_per_epoch"] for m in metadatas) / count
+        row["training_seconds"] = sum(record.training_seconds for record in records) / count
+        row["seconds_per_epoch"] = sum(record.seconds_per_epoch for record in records) / count
         table.append(row)
     return table
 
@@ -152,9 +142,9 @@ def training_minutes(rows, models_dir):
     """What training every row from scratch costs: the recorded training times, each seed counted, and the search."""
     seconds = sum(row["training_seconds"] * len(row["test_accuracy"]) for row in rows
                   if row["training_seconds"] is not None and not row["ensemble_of"])
-    tuned = models_dir / tuning.MODEL_NAME
-    if (tuned / export.METADATA_FILE).is_file():
-        seconds += export.read_metadata(tuned).get("search", {}).get("trial_seconds_total", 0)
+    tuned = ModelRecord.load(models_dir / tuning.MODEL_NAME)
+    if tuned and tuned.search:
+        seconds += tuned.search.get("trial_seconds_total", 0)
     return seconds / 60
 
 
@@ -189,11 +179,12 @@ def main(argv=None):
     except ValueError as error:
         raise UserError(f"--readme {readme}: {error}") from None
     start = time.perf_counter()
-    models_dir = Path(export.MODELS_DIR)
+    models_dir = MODELS_DIR
     plan = Plan(quick=args.quick)
-    train_everything(plan, args.skip_trained, models_dir, print)
+    data = load_mnist(None)
+    train_everything(plan, args.skip_trained, models_dir, data, print)
     trained_seconds = time.perf_counter() - start
-    rows = measure_rows(plan, models_dir, Path(args.reports_dir), print)
+    rows = measure_rows(plan, models_dir, Path(args.reports_dir), data, print)
     table = model_table.format_model_table(rows)
     flags = "".join(f" --{flag.replace('_', '-')}" for flag in ("quick", "skip_trained") if getattr(args, flag))
     footer = (f"\n\nRegenerated by `python benchmarks/accuracy.py{flags}` "

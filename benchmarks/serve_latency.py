@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,18 +22,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from mnist_lab.cli import ArgumentParser, free_port, positive_int
+from mnist_lab.data import load_mnist
+from mnist_lab.machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules are one level up
-
-from mnist_lab.cli import ArgumentParser, positive_int  # noqa: E402
-from mnist_lab.data import load_mnist  # noqa: E402
-from mnist_lab.machine import cpu_name  # noqa: E402
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def sample_image():

@@ -25,10 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the project's modules are one level up
-
-from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import  # noqa: E402
+from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
 
 quiet_tensorflow_import()
 
@@ -36,13 +33,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mnist_lab import export  # noqa: E402
+from mnist_lab import store  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.data.pipeline import make_dataset, to_model_input  # noqa: E402
-from mnist_lab.evaluation import SavedModelClassifier  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
 from mnist_lab.training import build_and_compile  # noqa: E402
 from models import REGISTRY  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def forward_flops(model):
@@ -113,8 +111,8 @@ def training_throughput(name, data, steps):
 def inference(model, images, single_calls):
     """Images/s at batch 1000 and single-image latency, through the exported SavedModel."""
     with tempfile.TemporaryDirectory() as folder:
-        export.export_savedmodel(model, folder)
-        classifier = SavedModelClassifier(folder)
+        store.export_savedmodel(model, folder)
+        classifier = store.SavedModelClassifier(folder)
         batch = images[:1000]
         classifier.predict(batch)
         start = time.perf_counter()
@@ -209,7 +207,7 @@ def main(argv=None):
     parser.add_argument("--output", default=str(ROOT / "reports"), help="where benchmark.json/.md go (default: reports)")
     parser.add_argument("--data-dir", help="MNIST IDX files or mnist.npz (default: as train.py)")
     args = parser.parse_args(argv)
-    export.check_writable_dir(args.output, "--output")
+    store.check_writable_dir(args.output, "--output")
     result = run(args.quick, args.seeds, args.models, args.data_dir)
     markdown = to_markdown(result)
     (Path(args.output) / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")

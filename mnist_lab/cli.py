@@ -54,6 +54,13 @@ def port_number(minimum=1):
     return parse
 
 
+def free_port(host="127.0.0.1"):
+    """A port nothing listens on right now, chosen by the kernel."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 def check_port_free(host, port, what):
     """Fail in one line, naming `what` (the flags that chose it), if nothing could listen on host:port."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:

@@ -16,15 +16,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mnist_lab import export, resume
+from mnist_lab import store
+from mnist_lab.config import MEMBERS_DIR, MODELS_DIR
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import make_splits, to_model_input
 from mnist_lab.errors import UserError
-from mnist_lab.training import (MODELS_DIR, check_output_dir, environment, provenance, train, trained_as,
-                                write_model_folder)
+from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord, environment, write_json
+from mnist_lab.training import train
 from models import INPUT_SHAPE, REGISTRY
-
-MEMBERS_DIR = MODELS_DIR / export.MEMBERS_DIR
 
 
 def member_dir(model, seed):
@@ -35,35 +34,34 @@ def ensemble_name(model, count):
     return f"{model}_ensemble{count}"
 
 
-def find_trained(config, fingerprint, folders):
-    """(folder, metadata) of the first folder holding the model `config` would train, else None."""
-    recipe = config.recipe()
+def find_trained(config, spec, data, folders):
+    """(folder, record) of the first folder holding what `config` would train from `spec`, else None."""
     for folder in folders:
-        if (folder / "saved_model.pb").is_file() and (folder / "model.keras").is_file():
-            metadata = export.read_metadata(folder)
-            if trained_as(metadata, config, recipe, fingerprint):
-                return folder, metadata
+        record = ModelRecord.load(folder)
+        if (folder / "saved_model.pb").is_file() and (folder / "model.keras").is_file() \
+                and record and record.matches(config, spec, data):
+            return folder, record
     return None
 
 
-def trained_member(config, seed, fingerprint, log, reuse=True):
-    """(folder, metadata) of this recipe trained with `seed`: found if trained before (and `reuse`), else trained now."""
+def trained_member(config, seed, data, log, reuse=True):
+    """(folder, record) of this recipe trained with `seed`: found if trained before (and `reuse`), else trained now."""
     member = dataclasses.replace(config, seed=seed, output=str(member_dir(config.model, seed)))
-    found = reuse and find_trained(member, fingerprint, (member_dir(config.model, seed), MODELS_DIR / config.model))
+    spec = REGISTRY[config.model]
+    found = reuse and find_trained(member, spec, data, (member_dir(config.model, seed), MODELS_DIR / config.model))
     if found:
-        folder, metadata = found
+        folder, record = found
         log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
-            f"(test accuracy {100 * metadata['test_accuracy']:.2f} %)")
+            f"(test accuracy {100 * record.test_accuracy:.2f} %)")
         return found
     log(f"seed {seed}: training {config.model} -> {member.output}")
-    return Path(member.output), train(member, log)
+    return Path(member.output), train(member, data, log)
 
 
-def train_members(config, count, log, reuse=True):
+def train_members(config, count, data, log, reuse=True):
     if config.model not in REGISTRY:
         raise UserError(f"--model {config.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
-    fingerprint = load_mnist(config.data_dir, log=log).fingerprint
-    return [trained_member(config, config.seed + index, fingerprint, log, reuse) for index in range(count)]
+    return [trained_member(config, config.seed + index, data, log, reuse) for index in range(count)]
 
 
 def spread(values):
@@ -74,20 +72,19 @@ def spread(values):
 
 def seeds_summary(model, members):
     """Mean, std (sample), min and max over the members' figures, and where each member is."""
-    metadatas = [metadata for _, metadata in members]
+    records = [record for _, record in members]
     return {
         "model": model,
-        "seeds": [metadata["flags"]["seed"] for metadata in metadatas],
-        "test_accuracy": spread(metadata["test_accuracy"] for metadata in metadatas),
-        "validation_accuracy": spread(metadata["validation_accuracy"] for metadata in metadatas),
-        "training_seconds": spread(metadata["training_seconds"] for metadata in metadatas),
-        "seconds_per_epoch": spread(metadata["seconds_per_epoch"] for metadata in metadatas),
-        "epochs": metadatas[0]["epochs_run"],
-        "parameters": metadatas[0]["parameters"],
-        "recipe": metadatas[0]["recipe"],
-        "members": [{"seed": metadata["flags"]["seed"], "folder": str(folder),
-                     "test_accuracy": metadata["test_accuracy"],
-                     "validation_accuracy": metadata["validation_accuracy"]} for folder, metadata in members],
+        "seeds": [record.seed for record in records],
+        "test_accuracy": spread(record.test_accuracy for record in records),
+        "validation_accuracy": spread(record.validation_accuracy for record in records),
+        "training_seconds": spread(record.training_seconds for record in records),
+        "seconds_per_epoch": spread(record.seconds_per_epoch for record in records),
+        "epochs": records[0].epochs_run,
+        "parameters": records[0].parameters,
+        "recipe": records[0].recipe,
+        "members": [{"seed": record.seed, "folder": str(folder), "test_accuracy": record.test_accuracy,
+                     "validation_accuracy": record.validation_accuracy} for folder, record in members],
         **environment(),
     }
 
@@ -102,12 +99,13 @@ def format_seeds(summary):
     return "\n".join(lines)
 
 
-def run_seeds(config, count, reports_dir="reports", log=print, reuse=True):
+def run_seeds(config, count, data=None, reports_dir="reports", log=print, reuse=True):
     """Train (or reuse) `count` seeds from config.seed on; report and return their spread."""
-    summary = seeds_summary(config.model, train_members(config, count, log, reuse))
+    data = data or load_mnist(config.data_dir, log=log)
+    summary = seeds_summary(config.model, train_members(config, count, data, log, reuse))
     folder = Path(reports_dir) / "seeds"
     folder.mkdir(parents=True, exist_ok=True)
-    export.write_json(summary, folder / f"{config.model}.json")
+    write_json(summary, folder / f"{config.model}.json")
     text = format_seeds(summary)
     (folder / f"{config.model}.md").write_text(text + "\n")
     log(f"\n{text}\n\nwritten to {folder}/{config.model}.json and .md")
@@ -116,12 +114,12 @@ def run_seeds(config, count, reports_dir="reports", log=print, reuse=True):
 
 def average_model(members, name):
     """One functional model: `image` in, the mean of the members' probabilities out."""
-    inputs = keras.Input(shape=INPUT_SHAPE, name=export.SERVING_INPUT)
+    inputs = keras.Input(shape=INPUT_SHAPE, name=SERVING_INPUT)
     outputs = []
     for index, member in enumerate(members):
         member.name = f"member_{index}"  # nested models need names of their own
         outputs.append(member(inputs))
-    probabilities = keras.layers.Average(name=export.SERVING_OUTPUT)(outputs)
+    probabilities = keras.layers.Average(name=SERVING_OUTPUT)(outputs)
     return keras.Model(inputs, probabilities, name=name)
 
 
@@ -130,40 +128,38 @@ def accuracy(model, images, labels):
     return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
-def run_ensemble(config, count, log=print):
+def ensemble_config(config, count):
+    """The config whose record an ensemble of `count` seeds from config.seed carries."""
+    return dataclasses.replace(config, model=ensemble_name(config.model, count))
+
+
+def run_ensemble(config, count, data=None, log=print):
     """Train (or reuse) `count` seeds, average them into one model, test it once, export it."""
     if count < 2:
         raise UserError(f"--ensemble {count}: an ensemble needs at least 2 members")
     output = Path(config.output) if config.output else MODELS_DIR / ensemble_name(config.model, count)
-    check_output_dir(output)
-    members = train_members(dataclasses.replace(config, output=None), count, log)
-    name = output.name
+    store.check_output_dir(output)
+    data = data or load_mnist(config.data_dir, log=log)
+    members = train_members(dataclasses.replace(config, output=None), count, data, log)
     model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
-                           for folder, _ in members], name)
-    data = load_mnist(config.data_dir, log=log)
+                           for folder, _ in members], output.name)
     splits = make_splits(data, config.validation_size, config.subset)
     validation_accuracy = accuracy(model, splits.x_val, splits.y_val)
     test_accuracy = accuracy(model, splits.x_test, splits.y_test)  # the one use of the test set
     summary = seeds_summary(config.model, members)
-    metadata = {
-        "model": name,
-        "summary": f"mean probabilities of {count} {config.model} models (seeds {summary['seeds'][0]}-"
-                   f"{summary['seeds'][-1]})",
-        "source": REGISTRY[config.model].source,
-        "recipe": summary["recipe"],
-        "ensemble": {"of": config.model, "members": summary["members"],
-                     "member_test_accuracy": summary["test_accuracy"]},
-        "parameters": model.count_params(),
-        "epochs_run": summary["epochs"],
-        "training_seconds": round(sum(metadata["training_seconds"] for _, metadata in members), 2),
-        "seconds_per_epoch": round(summary["seconds_per_epoch"]["mean"], 2),
-        "validation_accuracy": round(validation_accuracy, 6),
-        "test_accuracy": round(test_accuracy, 6),
-        **provenance(data, splits, model),
-    }
-    with resume.OutputLock(output):
-        write_model_folder(model, output, metadata)
+    spec = REGISTRY[config.model]
+    spec = dataclasses.replace(spec, summary=f"mean probabilities of {count} {config.model} models (seeds "
+                                             f"{summary['seeds'][0]}-{summary['seeds'][-1]})")
+    record = ModelRecord.create(
+        output.name, spec, ensemble_config(config, count), model, data, splits,
+        ensemble={"of": config.model, "members": summary["members"], "member_test_accuracy": summary["test_accuracy"]},
+        epochs_run=summary["epochs"], training_seconds=round(sum(record.training_seconds for _, record in members), 2),
+        seconds_per_epoch=round(summary["seconds_per_epoch"]["mean"], 2),
+        validation_accuracy=round(validation_accuracy, 6), test_accuracy=round(test_accuracy, 6))
+    with store.OutputLock(output):
+        store.recover_interrupted(output.parent, log, own=output.name)
+        store.write_model_folder(model, output, record)
     member_figures = summary["test_accuracy"]
-    log(f"{name}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images (its members "
+    log(f"{output.name}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images (its members "
         f"{100 * member_figures['min']:.2f}-{100 * member_figures['max']:.2f} %) -> {output}")
-    return metadata
+    return record

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
-import tensorflow as tf
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from mnist_lab import export, plots
+from mnist_lab import plots, store
+from mnist_lab.config import MEMBERS_DIR, MODELS_DIR
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import to_model_input
-from mnist_lab.errors import ModelError, UserError, first_line
-from models import INPUT_SHAPE, NUM_CLASSES
+from mnist_lab.errors import ModelError, UserError
+from models import NUM_CLASSES
 
 GRID_SIZE = 50  # test images shown in the predictions grid
 WORST_SIZE = 30  # most confident mistakes shown
@@ -29,56 +29,12 @@ TTA_SHIFTS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 @dataclass
 class EvalConfig:
-    models_dir: str = export.MODELS_DIR
+    models_dir: str = str(MODELS_DIR)
     models: List[str] = field(default_factory=list)  # empty: every model in models_dir
     data_dir: Optional[str] = None
     reports_dir: str = "reports"
     batch_size: int = 1000
     tta: bool = False  # also report accuracy with test-time augmentation, beside the plain figure
-
-
-class SavedModelClassifier:
-    """A SavedModel's `serving_default` signature, checked to take MNIST images."""
-
-    def __init__(self, folder):
-        self.folder = Path(folder)
-        self.name = self.folder.name
-        if not (self.folder / "saved_model.pb").is_file():
-            raise ModelError(f"{self.name}: {self.folder} is not a SavedModel (no saved_model.pb)")
-        try:
-            self._loaded = tf.saved_model.load(str(self.folder))
-        except Exception as error:  # TensorFlow raises many types for a damaged folder
-            raise ModelError(f"{self.name}: cannot load the SavedModel in {self.folder} ({first_line(error)})") from None
-        self._signature = self._loaded.signatures.get("serving_default")
-        if self._signature is None:
-            raise ModelError(f"{self.name}: the SavedModel has no serving_default signature")
-        inputs = self._signature.structured_input_signature[1]
-        expected = tf.TensorSpec((None, *INPUT_SHAPE), tf.float32)
-        if len(inputs) != 1 or not all(spec.dtype == tf.float32
-                                       and spec.shape.is_compatible_with(expected.shape)
-                                       for spec in inputs.values()):
-            found = ", ".join(f"{key} {spec.dtype.name} {spec.shape}" for key, spec in inputs.items())
-            raise ModelError(f"{self.name}: its input does not fit MNIST: it takes {found or 'nothing'}, "
-                             f"expected one float32 tensor of shape (None, 28, 28, 1)")
-        self._input_name = next(iter(inputs))
-        outputs = self._signature.structured_outputs
-        self._output_name = export.SERVING_OUTPUT if export.SERVING_OUTPUT in outputs else next(iter(outputs))
-
-    def predict(self, images, batch_size=1000):
-        """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
-        try:
-            batches = [self._signature(**{self._input_name: tf.constant(images[i:i + batch_size])})[self._output_name].numpy()
-                       for i in range(0, len(images), batch_size)]
-        except (tf.errors.OpError, ValueError, TypeError) as error:
-            raise ModelError(f"{self.name}: failed on MNIST images ({first_line(error)})") from None
-        probabilities = np.concatenate(batches)
-        if probabilities.shape != (len(images), NUM_CLASSES):
-            raise ModelError(f"{self.name}: its output has shape {probabilities.shape}, "
-                             f"expected ({len(images)}, {NUM_CLASSES})")
-        return probabilities
-
-    def parameter_count(self):
-        return int(sum(np.prod(variable.shape) for variable in self._loaded.variables))
 
 
 def shift(images, rows, columns):
@@ -100,7 +56,6 @@ def find_model_folders(config):
     hint = "train one first, e.g. `python train.py --model cnn`"
     if not models_dir.is_dir():
         raise UserError(f"--models-dir {models_dir}: no such folder; {hint}")
-    export.recover_interrupted(models_dir)
     if config.models:
         folders = [models_dir / name for name in config.models]
         missing = [folder.name for folder in folders if not folder.is_dir()]
@@ -111,7 +66,7 @@ def find_model_folders(config):
                             f"`python train.py --model {missing[0]}`")
         return folders
     folders = sorted(f for f in models_dir.iterdir()
-                     if f.is_dir() and not f.name.startswith(".") and f.name != export.MEMBERS_DIR)
+                     if f.is_dir() and not f.name.startswith(".") and f.name != MEMBERS_DIR.name)
     if not folders:
         raise UserError(f"no trained models in {models_dir}/; {hint}")
     return folders
@@ -139,12 +94,10 @@ def write_reports(name, images, labels, probabilities, report, matrix, folder):
 
 def evaluate_folder(folder, data, config, log=print):
     """Evaluate one SavedModel folder; write its reports; return its row for the table."""
-    classifier = SavedModelClassifier(folder)
-    name = classifier.name
-    metadata = export.read_metadata(folder)
-    trained_on = metadata.get("data", {}).get("fingerprint_sha256")
-    if trained_on and trained_on != data.fingerprint:
-        log(f"note: {name} was trained on {metadata['data'].get('source')}, not on {data.source}")
+    classifier = store.SavedModelClassifier(folder)
+    name, record = classifier.name, classifier.record
+    if record and record.fingerprint and record.fingerprint != data.fingerprint:
+        log(f"note: {name} was trained on {record.data.get('source')}, not on {data.source}")
 
     images = to_model_input(data.x_test)
     classifier.predict(images[:config.batch_size], config.batch_size)  # warm-up: trace the graph once
@@ -163,9 +116,9 @@ def evaluate_folder(folder, data, config, log=print):
         "model": name,
         "test_accuracy": float(np.mean(predicted == labels)),
         "macro_f1": float(f1_score(labels, predicted, average="macro", labels=range(NUM_CLASSES), zero_division=0)),
-        "parameters": metadata.get("parameters", classifier.parameter_count()),
-        "epochs": metadata.get("epochs_run"),
-        "training_seconds": metadata.get("training_seconds"),
+        "parameters": classifier.parameter_count(),
+        "epochs": record.epochs_run if record else None,
+        "training_seconds": record.training_seconds if record else None,
         "images_per_second": len(images) / seconds,
     }
     if config.tta:
@@ -185,19 +138,21 @@ def format_table(rows):
     for row in sorted(rows, key=lambda r: -r["test_accuracy"]):
         trained = f"{row['training_seconds']:.0f} s" if row["training_seconds"] is not None else "?"
         augmented = f" {100 * row['tta_accuracy']:.2f} % |" if tta else ""
+        parameters = f"{row['parameters']:,}" if row["parameters"] is not None else "?"
         lines.append(f"| {row['model']} | {100 * row['test_accuracy']:.2f} % |{augmented} {row['macro_f1']:.4f} | "
-                     f"{row['parameters']:,} | {row['epochs'] or '?'} | {trained} | {row['images_per_second']:,.0f} |")
+                     f"{parameters} | {row['epochs'] or '?'} | {trained} | {row['images_per_second']:,.0f} |")
     return "\n".join(lines)
 
 
-def evaluate(config, log=print):
+def evaluate(config, data=None, log=print):
     """Evaluate every requested model; a broken one is skipped and the rest still evaluated.
 
-    Returns (rows, failures): the table rows and one message per model that could not be evaluated.
+    `data` is MNIST as loaded (None: load it now). Returns (rows, failures): the table rows and
+    one message per model that could not be evaluated.
     """
     folders = find_model_folders(config)
-    data = load_mnist(config.data_dir, log=log)
-    export.check_writable_dir(config.reports_dir, "--reports-dir")
+    data = data or load_mnist(config.data_dir, log=log)
+    store.check_writable_dir(config.reports_dir, "--reports-dir")
     rows, failures = [], []
     for folder in folders:
         try:

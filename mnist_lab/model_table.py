@@ -10,18 +10,18 @@ START_MARKER = "<!-- model-table: start (written by benchmarks/accuracy.py) -->"
 END_MARKER = "<!-- model-table: end -->"
 
 
-def table_row(metadata, test_accuracy, tta_accuracy, source=None, summary=None):
-    """A row from a model's metadata (the first seed's, for several) and its measured figures.
+def table_row(record, test_accuracy, tta_accuracy, source=None, summary=None):
+    """A row from a model's record (the first seed's, for several) and its measured figures.
 
     `test_accuracy` and `tta_accuracy` are lists, one figure per seed; `source` and `summary`, when
-    given, replace the metadata's.
+    given, replace the record's.
     """
-    return {"model": metadata["model"], "summary": summary if summary is not None else metadata.get("summary", ""),
-            "parameters": metadata.get("parameters"), "epochs": metadata.get("epochs_run"),
-            "seconds_per_epoch": metadata.get("seconds_per_epoch"), "training_seconds": metadata.get("training_seconds"),
+    return {"model": record.model, "summary": summary if summary is not None else record.summary,
+            "parameters": record.parameters, "epochs": record.epochs_run,
+            "seconds_per_epoch": record.seconds_per_epoch, "training_seconds": record.training_seconds,
             "test_accuracy": list(test_accuracy), "tta_accuracy": list(tta_accuracy),
-            "ensemble_of": len(metadata.get("ensemble", {}).get("members", [])),
-            "source": source if source is not None else metadata.get("source", "")}
+            "ensemble_of": len((record.ensemble or {}).get("members", [])),
+            "source": source if source is not None else record.source}
 
 
 def percent(figures):

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_lab import export, preprocess
+from mnist_lab import preprocess, store
+from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
-from mnist_lab.evaluation import SavedModelClassifier
+from mnist_lab.record import ModelRecord
 
 
 @dataclass
@@ -39,10 +40,9 @@ class Prediction:
                 "probabilities": [round(float(p), 6) for p in self.probabilities]}
 
 
-def choose_model(models_dir=export.MODELS_DIR, name=None):
+def choose_model(models_dir=MODELS_DIR, name=None):
     """(folder, reason): the named model, else the one with the best recorded test accuracy."""
     models_dir = Path(models_dir)
-    export.recover_interrupted(models_dir)
     hint = "train one first, e.g. `python train.py --model cnn`"
     if name is not None:
         folder = models_dir / name
@@ -50,10 +50,10 @@ def choose_model(models_dir=export.MODELS_DIR, name=None):
             raise UserError(f"--model {name}: no trained model in {folder}; {hint.replace('cnn', name)}")
         return folder, "chosen with --model"
     recorded = []
-    for folder in export.model_folders(models_dir):
-        accuracy = export.read_metadata(folder).get("test_accuracy")
-        if accuracy is not None:
-            recorded.append((accuracy, folder))
+    for folder in store.model_folders(models_dir):
+        record = ModelRecord.load(folder)
+        if record and record.test_accuracy is not None:
+            recorded.append((record.test_accuracy, folder))
     if not recorded:
         raise UserError(f"no trained models in {models_dir}/; {hint}")
     accuracy, folder = max(recorded, key=lambda item: item[0])
@@ -64,7 +64,7 @@ class DigitPredictor:
     """A SavedModel loaded once; `predict` takes encoded image bytes."""
 
     def __init__(self, folder):
-        self.classifier = SavedModelClassifier(folder)
+        self.classifier = store.SavedModelClassifier(folder)
         self.name = self.classifier.name
         self.classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # trace once, before any request
 

@@ -1,81 +1,28 @@
-"""Surviving interruptions: one writer per model folder, and training that resumes after a kill.
+"""Training that resumes after a kill.
 
-Beside each model folder `saved_models/cnn/` live two hidden companions, never inside it:
-- `.cnn.lock`: held (flock) by the run writing that folder; the kernel releases it when the process
-  dies, however it dies, so a killed run never leaves a stale lock.
-- `.cnn.backup/`: Keras' `BackupAndRestore` weights and optimizer state after every epoch, plus this
-  run's settings and per-epoch history, so the same command continues where a killed run stopped.
-  It is removed once the model is exported; `--fresh` removes it before training.
+Beside each model folder `saved_models/cnn/` lives a hidden `.cnn.backup/`: Keras'
+`BackupAndRestore` weights and optimizer state after every epoch, plus this run's settings and
+per-epoch history, so the same command continues where a killed run stopped. It is removed once
+the model is exported; `--fresh` removes it before training. (The run's lock is the store's.)
 """
 
-import fcntl
 import json
-import os
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import keras
 
 from mnist_lab.errors import UserError
+from mnist_lab.record import write_json
 
 RUN_FILE = "run.json"  # the settings of the run that made the backup
 HISTORY_FILE = "history.json"  # per-epoch metrics and seconds, as far as the backup goes
 KERAS_PROGRESS_FILE = "training_metadata.json"  # BackupAndRestore's own record of completed epochs
 
 
-def lock_path(output):
-    return output.parent / f".{output.name}.lock"
-
-
 def backup_dir(output):
     return output.parent / f".{output.name}.backup"
-
-
-class OutputLock:
-    """An exclusive, non-blocking lock on a model folder for the length of a `with` block."""
-
-    def __init__(self, output, flag="--output"):
-        self.output = Path(output)
-        self.path = lock_path(self.output)
-        self.flag = flag  # the flag that chooses another folder, for the message
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._handle.seek(0)
-            holder = self._handle.read().strip() or "another process"
-            self._handle.close()
-            raise UserError(f"{self.output} is being written by another run ({holder}); wait for it "
-                            f"to finish or choose another {self.flag}") from None
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                           f"{shlex.join([os.path.basename(sys.executable), *sys.argv])}")
-        self._handle.flush()
-        return self
-
-    def __exit__(self, *exc):
-        self._handle.close()  # closing releases the flock
-
-
-def is_locked(output):
-    """Whether some process holds the lock on this model folder right now."""
-    path = lock_path(Path(output))
-    if not path.is_file():
-        return False
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
 
 
 class HistoryBackup(keras.callbacks.Callback):
@@ -98,13 +45,7 @@ class HistoryBackup(keras.callbacks.Callback):
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically({"history": self.history, "seconds": self.seconds}, self.path)
-
-
-def write_json_atomically(data, path):
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data))
-    os.replace(partial, path)
+        write_json({"history": self.history, "seconds": self.seconds}, self.path)
 
 
 def prepare_backup(folder, settings, fresh, log=print):
@@ -122,7 +63,7 @@ def prepare_backup(folder, settings, fresh, log=print):
     if not progress.is_file():
         shutil.rmtree(folder, ignore_errors=True)  # nothing resumable: a kill before the first epoch
         folder.mkdir(parents=True)
-        write_json_atomically(settings, folder / RUN_FILE)
+        write_json(settings, folder / RUN_FILE)
         return 0, {}, []
     try:
         saved_settings = json.loads((folder / RUN_FILE).read_text())

@@ -16,10 +16,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
-from mnist_lab import export
+from mnist_lab import store
+from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import first_line
 from mnist_lab.predictor import DigitPredictor
 from mnist_lab.preprocess import ImageError, ImageTooLarge
+from mnist_lab.record import ModelRecord
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -63,7 +65,7 @@ async def read_image(request):
     return data
 
 
-def create_app(model_folder, models_dir=export.MODELS_DIR):
+def create_app(model_folder, models_dir=MODELS_DIR):
     predictor = DigitPredictor(model_folder)
     app = FastAPI(title="MNIST digit reader", docs_url=None, redoc_url=None)
 
@@ -95,8 +97,9 @@ def create_app(model_folder, models_dir=export.MODELS_DIR):
 
     @app.get("/models")
     async def models():
-        found = [{"name": folder.name, "test_accuracy": export.read_metadata(folder).get("test_accuracy")}
-                 for folder in export.model_folders(models_dir)]
+        records = {folder.name: ModelRecord.load(folder) for folder in store.model_folders(models_dir)}
+        found = [{"name": name, "test_accuracy": record.test_accuracy if record else None}
+                 for name, record in records.items()]
         return {"loaded": predictor.name, "models": found}
 
     @app.get("/health")

@@ -20,6 +20,7 @@ def test_flop_count_of_a_tiny_model_equals_the_hand_count():
     assert speed.training_flops(model) == 3 * forward
 
 
+@pytest.mark.slow
 def test_quick_mode_writes_every_field(real_mnist, tmp_path, capsys):
     from tests.conftest import write_idx_dataset
 

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from mnist_lab import ensemble
-from mnist_lab.evaluation import TTA_SHIFTS, EvalConfig, SavedModelClassifier, evaluate, shift, tta_probabilities
-from mnist_lab.training import TrainConfig, train
 import train as train_cli
+from mnist_lab import ensemble, training
+from mnist_lab.config import TrainConfig
+from mnist_lab.evaluation import TTA_SHIFTS, EvalConfig, evaluate, shift, tta_probabilities
+from mnist_lab.store import SavedModelClassifier
+from mnist_lab.training import train
 
 
 def quiet(*_):
@@ -24,11 +26,18 @@ def tiny(tmp_path, synthetic_dir, monkeypatch):
     return TrainConfig(model="simple_cnn", epochs=1, data_dir=str(synthetic_dir), validation_size=200, verbose=0)
 
 
-def test_an_ensemble_serves_image_and_averages_its_members_probabilities(tiny, tmp_path, synthetic_arrays):
-    metadata = ensemble.run_ensemble(tiny, 3, log=quiet)
+@pytest.mark.slow
+def test_an_ensemble_serves_image_and_averages_its_members_probabilities(tiny, tmp_path, synthetic_arrays,
+                                                                          monkeypatch):
+    loads = []
+    for module in (ensemble, training):  # every place a command could load MNIST from
+        monkeypatch.setattr(module, "load_mnist", lambda *args, real=module.load_mnist, **kwargs:
+                            loads.append(args) or real(*args, **kwargs))
+    record = ensemble.run_ensemble(tiny, 3, log=quiet)
+    assert len(loads) == 1, "MNIST is loaded once per command, not once per member"
     folder = tmp_path / "saved_models" / "simple_cnn_ensemble3"
-    assert metadata["model"] == "simple_cnn_ensemble3"
-    assert [member["seed"] for member in metadata["ensemble"]["members"]] == [42, 43, 44]
+    assert record.model == "simple_cnn_ensemble3"
+    assert [member["seed"] for member in record.ensemble["members"]] == [42, 43, 44]
 
     images = synthetic_arrays[2][:50, ..., None].astype(np.float32) / 255
     combined = SavedModelClassifier(folder)  # through the SavedModel API, as evaluate.py and serve.py load it
@@ -37,13 +46,14 @@ def test_an_ensemble_serves_image_and_averages_its_members_probabilities(tiny, t
     member_probabilities = [member.predict(images) for member in members]
     assert not np.allclose(member_probabilities[0], member_probabilities[1])  # different seeds, different models
     np.testing.assert_allclose(combined.predict(images), np.mean(member_probabilities, axis=0), atol=1e-6)
-    assert metadata["parameters"] == 3 * 54_170
+    assert record.parameters == 3 * 54_170
 
     rows, failures = evaluate(EvalConfig(models_dir="saved_models", data_dir=tiny.data_dir, reports_dir="eval"),
                               log=quiet)
     assert failures == [] and [row["model"] for row in rows] == ["simple_cnn_ensemble3"]  # members are not listed
 
 
+@pytest.mark.slow
 def test_seeds_reuse_members_and_report_their_spread(tiny, tmp_path, capsys):
     ensemble.run_ensemble(tiny, 2, log=quiet)
     stamp = (tmp_path / "saved_models" / "members" / "simple_cnn" / "seed-42" / "metadata.json").stat().st_mtime_ns
@@ -64,6 +74,7 @@ def test_seeds_reuse_members_and_report_their_spread(tiny, tmp_path, capsys):
     assert capsys.readouterr().out.count("trained before") == 3
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_is_not_mistaken_for_a_trained_member(tiny, capsys):
     ensemble.run_seeds(tiny, 2, log=print)
     capsys.readouterr()
@@ -95,6 +106,7 @@ def test_shift_moves_pixels_and_fills_the_border_with_background():
     np.testing.assert_array_equal(shift(image, 0, 0), image)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_tta_beside_the_plain_figure(tiny, synthetic_arrays):
     train(TrainConfig(**{**tiny.__dict__, "epochs": 2}), log=quiet)
     plain, _ = evaluate(EvalConfig(data_dir=tiny.data_dir, reports_dir="eval"), log=quiet)

@@ -1,10 +1,11 @@
-"""The README table writer: rows from given metadata become the expected Markdown, and the table
+"""The README table writer: rows from given records become the expected Markdown, and the table
 replaces exactly what lies between the README's markers."""
 
 import pytest
 
 from mnist_lab import model_table
 from mnist_lab.cli import run
+from mnist_lab.record import ModelRecord
 
 CNN = {"model": "cnn", "summary": "the classic CNN", "parameters": 225034, "epochs_run": 5,
        "seconds_per_epoch": 7.4, "training_seconds": 37.2, "source": "reference 003: ~98.9 %"}
@@ -12,13 +13,13 @@ DEEP = {"model": "deep_cnn", "summary": "7 conv layers", "parameters": 326826, "
         "seconds_per_epoch": 32.75, "training_seconds": 654.9, "source": "aim: ≥ 99.70 %"}
 
 
-def test_rows_from_metadata_make_the_expected_markdown():
-    rows = [model_table.table_row(CNN, [0.9905], [0.9911]),
-            model_table.table_row(DEEP, [0.9967, 0.9970, 0.9973], [0.9970, 0.9972, 0.9974]),
-            model_table.table_row({**CNN, "model": "cnn_scratch", "training_seconds": None}, [0.9786], [],
+def test_rows_from_records_make_the_expected_markdown():
+    rows = [model_table.table_row(ModelRecord(**CNN), [0.9905], [0.9911]),
+            model_table.table_row(ModelRecord(**DEEP), [0.9967, 0.9970, 0.9973], [0.9970, 0.9972, 0.9974]),
+            model_table.table_row(ModelRecord(**{**CNN, "model": "cnn_scratch", "training_seconds": None}), [0.9786], [],
                                   source="reference 001: ~97 %"),
-            model_table.table_row({**DEEP, "model": "deep_cnn_ensemble3", "training_seconds": 1964.7,
-                                   "ensemble": {"members": [{"seed": 42}, {"seed": 43}, {"seed": 44}]}},
+            model_table.table_row(ModelRecord(**{**DEEP, "model": "deep_cnn_ensemble3", "training_seconds": 1964.7,
+                                   "ensemble": {"members": [{"seed": 42}, {"seed": 43}, {"seed": 44}]}}),
                                   [0.9975], [0.9977], source="aim: ≥ 99.80 %")]
     assert model_table.format_model_table(rows) == "\n".join([
         "| model | what it is | parameters | epochs | time per epoch | training time | test accuracy | with TTA "

@@ -9,7 +9,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,9 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_lab.cli import free_port
 from mnist_lab.data.pipeline import to_model_input
-from mnist_lab.evaluation import SavedModelClassifier
 from mnist_lab.preprocess import ImageError, prepare_bytes
+from mnist_lab.store import SavedModelClassifier
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "reports" / "test_artifacts"
@@ -31,7 +31,8 @@ ARTIFACTS = ROOT / "reports" / "test_artifacts"
 @pytest.fixture(scope="session")
 def digits_model(real_mnist, tmp_path_factory):
     """A models folder holding a cnn trained for 2 epochs on 20000 real digits."""
-    from mnist_lab.training import TrainConfig, train
+    from mnist_lab.config import TrainConfig
+    from mnist_lab.training import train
     from tests.conftest import write_idx_dataset
 
     data_dir = write_idx_dataset(tmp_path_factory.mktemp("mnist"), real_mnist)
@@ -74,6 +75,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_a_digit_comes_back_as_mnist_drew_it(real_mnist, digits_model, variant):
     _, _, x_test, y_test = real_mnist
@@ -102,6 +104,7 @@ def run_script(*args):
     return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_predict_reads_good_files_and_names_bad_ones(real_mnist, digits_model, tmp_path):
     _, _, x_test, y_test = real_mnist
     good = tmp_path / "seven.jpg"
@@ -127,18 +130,13 @@ def test_predict_reads_good_files_and_names_bad_ones(real_mnist, digits_model, t
     assert [entry["digit"] for entry in record["top3"]][0] == y_test[0]
 
 
+@pytest.mark.slow
 def test_predict_with_nothing_trained_says_what_to_run(tmp_path):
     image = tmp_path / "x.png"
     image.write_bytes(encode(Image.new("L", (8, 8)), "PNG"))
     done = run_script("predict.py", image, "--models-dir", tmp_path / "none")
     assert done.returncode == 2
     assert done.stderr.strip() == f"error: no trained models in {tmp_path / 'none'}/; train one first, e.g. `python train.py --model cnn`"
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +164,7 @@ def server(digits_model, tmp_path_factory):
     assert "Traceback" not in Path(log.name).read_text(), "the server logged a crash"
 
 
+@pytest.mark.slow
 def test_the_endpoints_answer(server, real_mnist):
     _, _, x_test, y_test = real_mnist
     page = httpx.get(server)
@@ -183,6 +182,7 @@ def test_the_endpoints_answer(server, real_mnist):
         assert len(body["probabilities"]) == 10 and body["seen"].startswith("data:image/png;base64,")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("request_kwargs, status, message", [
     ({}, 400, "empty request"),
     ({"content": b"plain text, no image"}, 415, "not an image file"),
@@ -201,11 +201,13 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_keeps_serving(server, 
     assert httpx.get(f"{server}/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_wrong_method_is_405(server):
     response = httpx.get(f"{server}/predict")
     assert response.status_code == 405 and "error" in response.json()
 
 
+@pytest.mark.slow
 def test_200_concurrent_predictions_are_all_answered_correctly(server, real_mnist, digits_model):
     """Correct: each answer is the model's own prediction for those bytes, made without the server."""
     _, _, x_test, _ = real_mnist
@@ -230,6 +232,7 @@ def chromium_path():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 def test_drawing_on_the_page_shows_the_right_digit(server):
     """Headless Chromium draws a 1 and a 7 with mouse events; the page must read them."""
     if not chromium_path():

@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 from mnist_lab.cli import run
-from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate
+from mnist_lab.evaluation import EvalConfig, evaluate
+from mnist_lab.store import SavedModelClassifier
 from tests.conftest import ROOT, synthetic_digits, write_idx_dataset
+
+pytestmark = pytest.mark.slow  # real processes, real kills, real timing
 
 EPOCHS = 6
 
@@ -127,10 +130,12 @@ def test_a_kill_during_export_leaves_the_previous_model_whole(tmp_path, syntheti
     rows, failures = evaluate(EvalConfig(models_dir=str(output.parent), data_dir=str(synthetic_dir),
                                          reports_dir=str(tmp_path / "reports")), log=lambda *_: None)
     assert [row["model"] for row in rows] == ["cnn"] and failures == []
-    assert not staging.exists(), "the dead run's staging folder is cleaned up"
-    # The interrupted run kept its backup: running it again finishes it from the last epoch.
+    assert staging.exists(), "a reader leaves the models folder as it found it"
+    # The interrupted run kept its backup: running it again finishes it from the last epoch, and
+    # the writer cleans up what the dead run left.
     again = finish(train_command(synthetic_dir, output, "--epochs", 2, "--validation-size", 200), tmp_path / "keras")
     assert again.returncode == 0 and "resuming from epoch 2 of 2" in again.stdout
+    assert not staging.exists(), "the dead run's staging folder is cleaned up by the next writer"
 
 
 def test_a_diverging_loss_stops_at_once_and_keeps_the_good_model(tmp_path, synthetic_dir):
@@ -165,7 +170,8 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path, larger_synthetic_d
 
 @pytest.mark.parametrize("damage", ["missing variables", "empty variables index", "empty saved_model.pb"])
 def test_a_damaged_savedmodel_is_named_and_the_rest_evaluated(tmp_path, synthetic_dir, damage):
-    from mnist_lab.training import TrainConfig, train
+    from mnist_lab.config import TrainConfig
+    from mnist_lab.training import train
 
     models = tmp_path / "models"
     train(TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200,

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_lab.evaluation import SavedModelClassifier
+from mnist_lab.store import SavedModelClassifier
 from models import REGISTRY
 from scratch import layers, network
-from scratch.train import ScratchConfig, train_scratch
+from scratch.train import scratch_config
+from scratch.training import train_scratch
 
 
 @pytest.fixture
@@ -136,9 +137,9 @@ def test_scratch_training_exports_a_model_evaluate_can_load(tmp_path, synthetic_
     from mnist_lab.data.pipeline import to_model_input
 
     output = tmp_path / "models" / "simple_cnn_scratch"
-    metadata = train_scratch(ScratchConfig(epochs=2, data_dir=str(synthetic_dir), validation_size=200,
-                                           output=str(output)), log=lambda *_: None)
-    assert metadata["test_accuracy"] > 0.9, "the synthetic digits are easy: a working net learns them"
+    record = train_scratch(scratch_config(epochs=2, data_dir=str(synthetic_dir), validation_size=200,
+                                          output=str(output)), log=lambda *_: None)
+    assert record.test_accuracy > 0.9, "the synthetic digits are easy: a working net learns them"
     assert json.loads((output / "metadata.json").read_text())["model"] == "simple_cnn_scratch"
     images = to_model_input(synthetic_arrays[2][:64])
     served = SavedModelClassifier(output).predict(images)
@@ -146,11 +147,12 @@ def test_scratch_training_exports_a_model_evaluate_can_load(tmp_path, synthetic_
     np.testing.assert_allclose(served, keras_model(images, training=False), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_scratch_training_learns_real_mnist(real_mnist, tmp_path):
     """Two epochs on 10000 real digits reach about 92 % validation, 91 % test; chance is 10 %."""
     from tests.conftest import write_idx_dataset
 
     data_dir = write_idx_dataset(tmp_path / "mnist", real_mnist)
-    metadata = train_scratch(ScratchConfig(epochs=2, subset=10000, data_dir=str(data_dir),
-                                           output=str(tmp_path / "scratch")), log=lambda *_: None)
-    assert metadata["validation_accuracy"] > 0.85 and metadata["test_accuracy"] > 0.85
+    record = train_scratch(scratch_config(epochs=2, subset=10000, data_dir=str(data_dir),
+                                          output=str(tmp_path / "scratch")), log=lambda *_: None)
+    assert record.validation_accuracy > 0.85 and record.test_accuracy > 0.85

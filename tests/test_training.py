@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_lab import export
+from mnist_lab import store
+from mnist_lab.config import TrainConfig
 from mnist_lab.data.pipeline import to_model_input
 from mnist_lab.errors import UserError
-from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate
-from mnist_lab.training import TrainConfig, train
+from mnist_lab.evaluation import EvalConfig, evaluate
+from mnist_lab.record import ModelRecord
+from mnist_lab.store import SavedModelClassifier
+from mnist_lab.training import train
 
 
 def quiet(*_):
@@ -24,19 +27,19 @@ def trained(tmp_path, synthetic_dir):
     """A cnn trained for 2 epochs on the synthetic digits, exported to tmp_path/models/cnn."""
     config = TrainConfig(model="cnn", epochs=2, data_dir=str(synthetic_dir), validation_size=200,
                          output=str(tmp_path / "models" / "cnn"), verbose=0)
-    metadata = train(config, log=quiet)
-    return config.output_dir(), metadata
+    record = train(config, log=quiet)
+    return config.output_dir(), record
 
 
 def test_training_exports_a_complete_model_folder(trained):
-    folder, metadata = trained
+    folder, record = trained
     for name in ("saved_model.pb", "variables", "model.keras", "metadata.json", "history.csv", "curves.png"):
         assert (folder / name).exists(), name
     hidden = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
-    assert hidden == [".cnn.lock"], "no staging folder or backup left, only the (released) lock file"
+    assert hidden == [], "no staging folder, backup or lock file left behind"
 
+    assert ModelRecord.load(folder) == record, "the record reads back as it was written"
     saved = json.loads((folder / "metadata.json").read_text())
-    assert saved == json.loads(json.dumps(metadata))
     assert saved["model"] == "cnn" and saved["epochs_run"] == 2 and saved["parameters"] == 225_034
     assert saved["recipe"]["epochs"] == 2 and saved["recipe"]["batch_size"] == 64
     assert saved["data"]["verified_mnist"] is False
@@ -50,6 +53,7 @@ def test_training_exports_a_complete_model_folder(trained):
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_the_savedmodel_serves_image_and_agrees_with_the_keras_model(trained, synthetic_arrays):
     folder, _ = trained
     signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
@@ -64,12 +68,13 @@ def test_the_savedmodel_serves_image_and_agrees_with_the_keras_model(trained, sy
     np.testing.assert_allclose(served, keras_model.predict(images, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_model_trained_with_augmentation_serves_without_it(tmp_path, synthetic_dir, synthetic_arrays):
     """Augmentation and dropout act only in training: the served graph answers the same twice."""
     config = TrainConfig(model="cnn_dropout", epochs=1, augment=True, data_dir=str(synthetic_dir),
                          validation_size=200, output=str(tmp_path / "aug"), verbose=0)
-    metadata = train(config, log=quiet)
-    assert metadata["recipe"]["augment"] is True
+    record = train(config, log=quiet)
+    assert record.recipe["augment"] is True
     images = to_model_input(synthetic_arrays[2][:100])
     classifier = SavedModelClassifier(tmp_path / "aug")
     first = classifier.predict(images)
@@ -78,15 +83,16 @@ def test_a_model_trained_with_augmentation_serves_without_it(tmp_path, synthetic
     np.testing.assert_allclose(first, keras_model(images, training=False), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_reports_and_the_table(trained, synthetic_dir, tmp_path):
-    folder, metadata = trained
+    folder, record = trained
     config = EvalConfig(models_dir=str(folder.parent), data_dir=str(synthetic_dir), reports_dir=str(tmp_path / "reports"))
     lines = []
     rows, failures = evaluate(config, log=lines.append)
     assert failures == []
     (row,) = rows
     assert row["model"] == "cnn" and row["parameters"] == 225_034
-    assert row["test_accuracy"] == pytest.approx(metadata["test_accuracy"], abs=1e-6)
+    assert row["test_accuracy"] == pytest.approx(record.test_accuracy, abs=1e-6)
     reports = tmp_path / "reports"
     for name in ("classification_report.txt", "confusion_matrix.png", "predictions.png", "mistakes.png"):
         assert (reports / "cnn" / name).stat().st_size > 0, name
@@ -95,6 +101,7 @@ def test_evaluate_writes_reports_and_the_table(trained, synthetic_dir, tmp_path)
     assert any("macro avg" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_a_damaged_model_is_named_and_the_others_still_evaluated(trained, synthetic_dir, tmp_path):
     folder, _ = trained
     broken = folder.parent / "broken_model"
@@ -117,27 +124,34 @@ def test_a_model_with_the_wrong_input_is_refused(tmp_path):
         SavedModelClassifier(tmp_path / "rgb")
 
 
+@pytest.mark.slow
 def test_retraining_replaces_the_model_whole(trained, synthetic_dir):
     folder, first = trained
     config = TrainConfig(model="cnn", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
                          output=str(folder), verbose=0)
     train(config, log=quiet)
-    assert json.loads((folder / "metadata.json").read_text())["epochs_run"] == 1 != first["epochs_run"]
-    assert sorted(p.name for p in folder.parent.iterdir()) == [".cnn.lock", "cnn"]
+    assert json.loads((folder / "metadata.json").read_text())["epochs_run"] == 1 != first.epochs_run
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn"]
 
 
-def test_a_swap_cut_short_is_undone_on_the_next_run(trained, synthetic_dir, tmp_path):
+@pytest.mark.slow
+def test_a_swap_cut_short_is_left_alone_by_readers_and_undone_by_the_next_writer(trained, synthetic_dir, tmp_path):
     """A kill between "set the old model aside" and "move the new one in" leaves the old one hidden."""
     folder, first = trained
-    aside = folder.parent / ".cnn.old-1"  # pid 1 is alive: only the released lock says the run is over
+    aside = folder.parent / ".cnn.old-1"  # pid 1 is alive: only the lock file's state says the run is over
     folder.rename(aside)
     (folder.parent / ".cnn.tmp-1").mkdir()  # a dead run's half-written staging folder
-    assert export.model_folders(folder.parent) == []
+    (folder.parent / "mlp").mkdir()  # something else to evaluate, so the reader has work
+    leftovers = sorted(p.name for p in folder.parent.iterdir())
+    assert store.model_folders(folder.parent) == []
     config = EvalConfig(models_dir=str(folder.parent), data_dir=str(synthetic_dir), reports_dir=str(tmp_path / "r"))
     rows, failures = evaluate(config, log=quiet)
-    assert [row["model"] for row in rows] == ["cnn"] and failures == []
-    assert sorted(p.name for p in folder.parent.iterdir()) == [".cnn.lock", "cnn"]
-    assert json.loads((folder / "metadata.json").read_text())["created"] == first["created"]
+    assert rows == [] and len(failures) == 1 and "mlp" in failures[0]
+    assert sorted(p.name for p in folder.parent.iterdir()) == leftovers, "a reader changes nothing"
+
+    store.recover_interrupted(folder.parent, log=quiet)  # what every writer does first, holding its own lock
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn", "mlp"]
+    assert json.loads((folder / "metadata.json").read_text())["created"] == first.created
 
 
 def test_output_that_is_not_a_model_folder_is_never_overwritten(tmp_path, synthetic_dir):
@@ -158,6 +172,7 @@ def test_bad_data_fails_before_anything_is_written(tmp_path, synthetic_dir):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_the_cnn_learns_real_mnist(real_mnist, tmp_path):
     """On 10000 real digits and two epochs the classic CNN already passes 95 % on held-out images
     (a broken pipeline, say labels shuffled apart from images, stays near 10 %)."""
@@ -166,17 +181,18 @@ def test_the_cnn_learns_real_mnist(real_mnist, tmp_path):
     data_dir = write_idx_dataset(tmp_path / "mnist", real_mnist)
     config = TrainConfig(model="cnn", epochs=2, subset=10000, data_dir=str(data_dir),
                          output=str(tmp_path / "cnn"), verbose=0)
-    metadata = train(config, log=quiet)
-    assert metadata["data"]["verified_mnist"] is True
-    assert metadata["validation_accuracy"] > 0.95 and metadata["test_accuracy"] > 0.95
+    record = train(config, log=quiet)
+    assert record.data["verified_mnist"] is True
+    assert record.validation_accuracy > 0.95 and record.test_accuracy > 0.95
 
 
+@pytest.mark.slow
 def test_the_one_cycle_bfloat16_recipe_trains_saves_and_reloads(tmp_path, synthetic_dir, synthetic_arrays):
     """fast_cnn: custom schedule in model.keras, bfloat16 compute, float32 probabilities served."""
     config = TrainConfig(model="fast_cnn", data_dir=str(synthetic_dir), validation_size=200,
                          output=str(tmp_path / "fast"), verbose=0)
-    metadata = train(config, log=quiet)
-    assert metadata["recipe"]["schedule"] == "one_cycle" and metadata["recipe"]["mixed_bfloat16"] is True
+    record = train(config, log=quiet)
+    assert record.recipe["schedule"] == "one_cycle" and record.recipe["mixed_bfloat16"] is True
     assert keras.mixed_precision.global_policy().name == "float32", "the global policy is restored"
     reloaded = keras.saving.load_model(tmp_path / "fast" / "model.keras")
     assert reloaded.layers[1].compute_dtype == "bfloat16"

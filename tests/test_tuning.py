@@ -14,9 +14,12 @@ import time
 import numpy as np
 import pytest
 
-from mnist_lab import tuning
 from mnist_lab.cli import run
-from mnist_lab.evaluation import EvalConfig, SavedModelClassifier, evaluate
+from mnist_lab.evaluation import EvalConfig, evaluate
+from mnist_lab.store import SavedModelClassifier
+from mnist_lab.tuning import SearchConfig, report, space
+from mnist_lab.tuning.roles import Role
+from mnist_lab.tuning.search import load_splits, make_tuner
 from tests.conftest import ROOT
 from tuning import search_mlp
 
@@ -65,12 +68,12 @@ def test_the_space_maps_onto_the_projects_mlp_builder():
     values = {"hidden_layers": 2, "units_1": 512, "units_2": 128, "units_3": 1024, "activation": "gelu",
               "dropout": 0.30000000000000004, "batch_norm": True, "learning_rate": 3e-3, "optimizer": "rmsprop",
               "augment": True, "tuner/epochs": 4}
-    assert tuning.search_values(values) == {key: values[key] for key in
-                                            ("hidden_layers", "units_1", "units_2", "activation", "dropout",
-                                             "batch_norm", "learning_rate", "optimizer", "augment")}
-    assert tuning.mlp_arguments(values) == {"hidden_units": (512, 128), "activation": "gelu", "dropout": 0.3,
-                                            "batch_norm": True}
-    spec = tuning.tuned_spec(values, epochs=7)
+    assert space.search_values(values) == {key: values[key] for key in
+                                           ("hidden_layers", "units_1", "units_2", "activation", "dropout",
+                                            "batch_norm", "learning_rate", "optimizer", "augment")}
+    assert space.mlp_arguments(values) == {"hidden_units": (512, 128), "activation": "gelu", "dropout": 0.3,
+                                           "batch_norm": True}
+    spec = space.tuned_spec(values, epochs=7)
     assert (spec.recipe.epochs, spec.recipe.learning_rate, spec.recipe.optimizer, spec.recipe.augment) == \
         (7, 3e-3, "rmsprop", True)
     model = spec.build()
@@ -88,12 +91,29 @@ def test_influence_ranks_the_hyperparameter_that_decides_the_score_first():
         values = {"augment": bool(i % 2), "activation": str(rng.choice(["relu", "tanh"])),
                   "learning_rate": float(rng.uniform(1e-4, 1e-2))}
         rows.append({"val_accuracy": 0.90 + 0.05 * values["augment"] + rng.uniform(0, 0.005), "values": values})
-    ranking = dict(tuning.influence(rows))
+    ranking = dict(report.influence(rows))
     assert list(ranking)[0] == "augment" and ranking["augment"] > 0.9
     assert ranking["activation"] < 0.2 and ranking["learning_rate"] < 0.5
-    assert tuning.influence(rows[:4]) == []  # too few trials to say anything
+    assert report.influence(rows[:4]) == []  # too few trials to say anything
 
 
+def test_each_process_reads_its_role_once_from_keras_tuners_environment():
+    single, supervisor = SearchConfig(), SearchConfig(workers=2)
+    alone = Role.from_environment({})
+    assert (alone.distributed, alone.finishes, alone.supervises(single), alone.supervises(supervisor)) == \
+        (False, True, False, True)
+    address = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8470"}
+    chief = Role.from_environment({**address, "KERASTUNER_TUNER_ID": "chief"})
+    assert (chief.is_chief, chief.is_worker, chief.finishes, chief.oracle_port) == (True, False, True, "8470")
+    supervised = Role.from_environment({**address, "KERASTUNER_TUNER_ID": "chief", "MNIST_LAB_SUPERVISED": "1"})
+    assert (supervised.is_chief, supervised.finishes) == (True, False)
+    worker = Role.from_environment({**address, "KERASTUNER_TUNER_ID": "worker1"})
+    assert (worker.is_chief, worker.is_worker, worker.finishes) == (False, True, False)
+    # A chief or a worker runs the supervisor's own flags, --workers included, and starts nobody.
+    assert not any(role.supervises(supervisor) for role in (chief, supervised, worker))
+
+
+@pytest.mark.slow
 def test_a_two_trial_search_reports_exports_and_resumes_without_repeating(real_mnist_dir, tmp_path, capsys):
     argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 2)
     assert search_mlp.main(argv) == 0
@@ -131,6 +151,7 @@ def test_a_two_trial_search_reports_exports_and_resumes_without_repeating(real_m
     assert len(trial_table(tmp_path)) == 3
 
 
+@pytest.mark.slow
 def test_a_changed_search_is_refused_until_fresh(real_mnist_dir, tmp_path, capsys):
     argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 1)
     assert search_mlp.main(argv) == 0
@@ -147,26 +168,28 @@ def test_a_changed_search_is_refused_until_fresh(real_mnist_dir, tmp_path, capsy
     assert json.loads((tmp_path / "state" / "mlp" / "search.json").read_text())["tuner"] == "random"
 
 
+@pytest.mark.slow
 def test_a_search_begun_in_one_process_is_continued_by_a_chief_and_back(real_mnist_dir, tmp_path, monkeypatch):
     """keras-tuner reloads only from its own tuner_<ID>.json; the search must not start over."""
     argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 1)
     assert search_mlp.main(argv) == 0
-    config = tuning.SearchConfig(epochs=2, final_epochs=1, subset=2000, directory=str(tmp_path / "state"),
-                                 data_dir=str(real_mnist_dir))
-    _, splits = tuning.load_splits(config, log=lambda *_: None)
-    hypermodel = tuning.MlpHyperModel(splits, config.epochs, config.seed, verbose=0)
+    config = SearchConfig(epochs=2, final_epochs=1, subset=2000, directory=str(tmp_path / "state"),
+                          data_dir=str(real_mnist_dir))
+    _, splits = load_splits(config, log=lambda *_: None)
+    hypermodel = space.MlpHyperModel(splits, config.epochs, config.seed, verbose=0)
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
     monkeypatch.setenv("KERASTUNER_ORACLE_IP", "127.0.0.1")
     monkeypatch.setenv("KERASTUNER_ORACLE_PORT", "1")
-    as_chief = tuning.make_tuner(config, hypermodel)
+    as_chief = make_tuner(config, hypermodel, Role.from_environment())
     assert list(as_chief.oracle.trials) == ["0"]
     as_chief.save()  # what a chief does first: now both tuner files exist
     for name in ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"):
         monkeypatch.delenv(name)
     (tmp_path / "state" / "mlp" / "tuner0.json").unlink()  # as if the search had begun under a chief
-    assert list(tuning.make_tuner(config, hypermodel).oracle.trials) == ["0"]
+    assert list(make_tuner(config, hypermodel, Role.from_environment()).oracle.trials) == ["0"]
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_and_retries_only_the_interrupted_trial(real_mnist_dir, tmp_path):
     argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 3, "--epochs", 3)
     process, seen = start_search(argv, tmp_path), []
@@ -202,6 +225,7 @@ def child_pid(parent, tuner_id):
     raise AssertionError(f"no child {tuner_id} of {parent}")
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_a_distributed_search_records_every_trial_once_and_restarts_a_killed_worker(real_mnist_dir, tmp_path):
     argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 4, "--epochs", 3, "--workers", 2)

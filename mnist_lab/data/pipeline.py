@@ -11,9 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mnist_lab.config import VALIDATION_SIZE
 from mnist_lab.errors import UserError
-
-VALIDATION_SIZE = 10_000  # the classic 50000/10000 split: the last 10000 training images
 
 # Gentle distortions a handwritten digit survives; fill_mode="constant" keeps the background black.
 ROTATION_DEGREES = 10

@@ -12,6 +12,7 @@ ever read: Keras checks that file against its download's hash, so a rewritten on
 `keras.datasets.mnist.load_data()` throw it away and try to download again.
 """
 
+import functools
 import gzip
 import hashlib
 import os
@@ -71,9 +72,9 @@ class Mnist:
             return "verified: SHA-256 of all four arrays match the official MNIST"
         return "not MNIST: checksums differ; shape, magic numbers, counts and labels were checked"
 
-    @property
+    @functools.cached_property
     def fingerprint(self):
-        """One SHA-256 over the four arrays, to tell later which data a model saw."""
+        """One SHA-256 over the four arrays, to tell later which data a model saw (computed once)."""
         digest = hashlib.sha256()
         for array in self.arrays():
             digest.update(array.tobytes())

