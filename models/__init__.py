@@ -89,29 +89,29 @@ REGISTRY = {
     "advanced_mlp": ModelSpec(
         "mlp:build_advanced_mlp", Recipe(epochs=20, batch_size=128),
         "Dense 512-256-128 with BatchNorm and Dropout 0.3",
-        "reference 004: no figure reported",
+        "MNIST Classification Project: no figure reported",
     ),
     "simple_cnn": ModelSpec(
         "cnn:build_simple_cnn", Recipe(epochs=5, batch_size=64),
         "one conv layer (8 filters 3x3), ReLU, softmax",
-        "reference 001: ~97 %",
+        "Simple-Conv-Net-from-Scratch: ~97 %",
     ),
     "cnn": ModelSpec(
         "cnn:build_cnn", Recipe(epochs=5, batch_size=64),
         "the classic CNN: Conv 32 3x3, MaxPool, Conv 64 3x3, MaxPool, Dense 128; Adam, batch 64",
-        "reference 003: ~98.9 %",
+        "Convolutional Neural Network (CNN) on MNIST: ~98.9 %",
     ),
     "cnn_dropout": ModelSpec(
         "cnn:build_cnn_dropout", Recipe(epochs=10, batch_size=96),
         "the classic CNN with Dropout 0.25 after each pooling and 0.5 before the output; Adam, batch 96",
-        "reference 002: no figure reported",
+        "MNIST Neural Network for Digit Classification: no figure reported",
     ),
     "lenet5": ModelSpec(
         # Validation: 98.47 % with a constant 1e-3, batch 128, 15 epochs; 98.73 % with batch 64, 2e-3
         # and cosine decay over 20 epochs; 99.13 % adding augmentation (this recipe).
         "lenet5:build_lenet5", Recipe(epochs=20, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True),
         "LeNet-5: C1 6@5x5, S2, C3 16@5x5, S4, F5 120, F6 84; tanh, average pooling; augmentation, cosine decay",
-        "reference 004: 98.96 %; LeCun et al. 1998: 0.95 % error (99.05 %)",
+        "MNIST Classification Project: 98.96 %; LeCun et al. 1998: 0.95 % error (99.05 %)",
     ),
     "fast_cnn": ModelSpec(
         "fast_cnn:build_fast_cnn",
