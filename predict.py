@@ -23,7 +23,8 @@ SHOW_DIR = "reports/predict"
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF)")
-    parser.add_argument("--model", help="model folder under --models-dir (default: the best recorded test accuracy)")
+    parser.add_argument("--model", help="model folder under --models-dir (default: the best test accuracy among the models "
+                        "tested on the full test set)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (default: text)")
     parser.add_argument("--show", nargs="?", const=SHOW_DIR, metavar="DIR",

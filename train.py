@@ -18,7 +18,7 @@ from models import DEFAULT_MODEL, OPTIMIZERS, REGISTRY, SCHEDULES
 
 
 def parse_args(argv=None):
-    recipes = "\n".join(f"  {name:<13} {spec.recipe.to_dict()}" for name, spec in sorted(REGISTRY.items()))
+    recipes = "\n".join(f"  {name:<13} {spec.recipe.describe()}" for name, spec in sorted(REGISTRY.items()))
     parser = ArgumentParser(description=__doc__, epilog=f"recipes (the defaults per model):\n{recipes}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(REGISTRY),

@@ -84,24 +84,24 @@ def trained(folder, config, spec, data):
     return (Path(folder) / "saved_model.pb").is_file() and record is not None and record.matches(config, spec, data)
 
 
-def train_everything(plan, skip_trained, models_dir, data, log):
+def train_everything(plan, skip_trained, data, log):
     """Train what the table needs; with `skip_trained`, only what is missing or out of date."""
     for name in sorted(REGISTRY):
         config = plan.train_config(name)
         if name in SEEDS:
             continue  # its rows come from its seeds
-        if skip_trained and trained(models_dir / name, config, REGISTRY[name], data):
+        if skip_trained and trained(config.output_dir(), config, REGISTRY[name], data):
             log(f"{name}: trained with today's recipe and data, skipped")
             continue
         train(config, data, log)
-    if not (skip_trained and trained(models_dir / SCRATCH_NAME, plan.scratch_config(), SCRATCH_SPEC, data)):
+    if not (skip_trained and trained(plan.scratch_config().output_dir(), plan.scratch_config(), SCRATCH_SPEC, data)):
         train_scratch(plan.scratch_config(), data, log)
     for name, count in plan.seeds().items():
         ensemble.run_seeds(plan.train_config(name), count, data, log=log, reuse=skip_trained)
     for name, count in plan.ensembles().items():
         config = plan.train_config(name)
-        if skip_trained and trained(models_dir / ensemble.ensemble_name(name, count),
-                                    ensemble.ensemble_config(config, count), REGISTRY[name], data):
+        combined = ensemble.ensemble_config(config, count)
+        if skip_trained and trained(combined.output_dir(), combined, REGISTRY[name], data):
             log(f"{ensemble.ensemble_name(name, count)}: exported from seeds {config.seed}-{config.seed + count - 1}, "
                 "skipped")
             continue
@@ -142,7 +142,7 @@ def training_minutes(rows, models_dir):
     """What training every row from scratch costs: the recorded training times, each seed counted, and the search."""
     seconds = sum(row["training_seconds"] * len(row["test_accuracy"]) for row in rows
                   if row["training_seconds"] is not None and not row["ensemble_of"])
-    tuned = ModelRecord.load(models_dir / tuning.MODEL_NAME)
+    tuned = ModelRecord.load(models_dir / tuning.MODEL_NAME)  # the full search's model
     if tuned and tuned.search:
         seconds += tuned.search.get("trial_seconds_total", 0)
     return seconds / 60
@@ -182,7 +182,7 @@ def main(argv=None):
     models_dir = MODELS_DIR
     plan = Plan(quick=args.quick)
     data = load_mnist(None)
-    train_everything(plan, args.skip_trained, models_dir, data, print)
+    train_everything(plan, args.skip_trained, data, print)
     trained_seconds = time.perf_counter() - start
     rows = measure_rows(plan, models_dir, Path(args.reports_dir), data, print)
     table = model_table.format_model_table(rows)

@@ -54,6 +54,11 @@ def port_number(minimum=1):
     return parse
 
 
+def counted(number, noun):
+    """'1 epoch', '3 epochs': a count with its noun in the right number."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def free_port(host="127.0.0.1"):
     """A port nothing listens on right now, chosen by the kernel."""
     with socket.socket() as probe:

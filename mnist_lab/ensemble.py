@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from mnist_lab import store
-from mnist_lab.config import MEMBERS_DIR, MODELS_DIR
+from mnist_lab.config import MEMBERS_DIR
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import make_splits, to_model_input
 from mnist_lab.errors import UserError
@@ -26,8 +26,9 @@ from mnist_lab.training import train
 from models import INPUT_SHAPE, REGISTRY
 
 
-def member_dir(model, seed):
-    return MEMBERS_DIR / model / f"seed-{seed}"
+def member_dir(config, seed):
+    """saved_models/members/<model>/seed-S/ (<model>_subsetN/ for a smoke run)."""
+    return MEMBERS_DIR / dataclasses.replace(config, output=None).output_dir().name / f"seed-{seed}"
 
 
 def ensemble_name(model, count):
@@ -46,9 +47,10 @@ def find_trained(config, spec, data, folders):
 
 def trained_member(config, seed, data, log, reuse=True):
     """(folder, record) of this recipe trained with `seed`: found if trained before (and `reuse`), else trained now."""
-    member = dataclasses.replace(config, seed=seed, output=str(member_dir(config.model, seed)))
+    member = dataclasses.replace(config, seed=seed, output=str(member_dir(config, seed)))
     spec = REGISTRY[config.model]
-    found = reuse and find_trained(member, spec, data, (member_dir(config.model, seed), MODELS_DIR / config.model))
+    found = reuse and find_trained(member, spec, data, (Path(member.output),
+                                                        dataclasses.replace(config, output=None).output_dir()))
     if found:
         folder, record = found
         log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
@@ -137,13 +139,14 @@ def run_ensemble(config, count, data=None, log=print):
     """Train (or reuse) `count` seeds, average them into one model, test it once, export it."""
     if count < 2:
         raise UserError(f"--ensemble {count}: an ensemble needs at least 2 members")
-    output = Path(config.output) if config.output else MODELS_DIR / ensemble_name(config.model, count)
+    output = ensemble_config(config, count).output_dir()
     store.check_output_dir(output)
     data = data or load_mnist(config.data_dir, log=log)
+    splits = make_splits(data, config.validation_size, config.subset)
+    store.check_replaceable(output, len(splits.x_train), config.recipe().epochs, config.replace)
     members = train_members(dataclasses.replace(config, output=None), count, data, log)
     model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
                            for folder, _ in members], output.name)
-    splits = make_splits(data, config.validation_size, config.subset)
     validation_accuracy = accuracy(model, splits.x_val, splits.y_val)
     test_accuracy = accuracy(model, splits.x_test, splits.y_test)  # the one use of the test set
     summary = seeds_summary(config.model, members)
@@ -151,7 +154,7 @@ def run_ensemble(config, count, data=None, log=print):
     spec = dataclasses.replace(spec, summary=f"mean probabilities of {count} {config.model} models (seeds "
                                              f"{summary['seeds'][0]}-{summary['seeds'][-1]})")
     record = ModelRecord.create(
-        output.name, spec, ensemble_config(config, count), model, data, splits,
+        ensemble_name(config.model, count), spec, ensemble_config(config, count), model, data, splits,
         ensemble={"of": config.model, "members": summary["members"], "member_test_accuracy": summary["test_accuracy"]},
         epochs_run=summary["epochs"], training_seconds=round(sum(record.training_seconds for _, record in members), 2),
         seconds_per_epoch=round(summary["seconds_per_epoch"]["mean"], 2),

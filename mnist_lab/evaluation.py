@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 from mnist_lab import plots, store
+from mnist_lab.cli import counted
 from mnist_lab.config import MEMBERS_DIR, MODELS_DIR
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import to_model_input
@@ -87,9 +88,10 @@ def write_reports(name, images, labels, probabilities, report, matrix, folder):
 
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]])][:WORST_SIZE]
-    plots.image_grid(images[worst], [f"{labels[i]} → {predicted[i]} {probabilities[i, predicted[i]]:.2f}" for i in worst],
+    plots.image_grid(images[worst], [f"#{i}: {labels[i]} → {predicted[i]} {probabilities[i, predicted[i]]:.2f}"
+                                     for i in worst],
                      np.ones(len(worst), bool), folder / "mistakes.png",
-                     f"{name}: the {len(worst)} most confident mistakes (true → predicted, probability)")
+                     f"{name}: the {len(worst)} most confident mistakes (#test index: true → predicted, probability)")
 
 
 def evaluate_folder(folder, data, config, log=print):
@@ -109,7 +111,6 @@ def evaluate_folder(folder, data, config, log=print):
     predicted = probabilities.argmax(axis=1)
     report = classification_report(labels, predicted, labels=range(NUM_CLASSES), digits=4, zero_division=0)
     matrix = confusion_matrix(labels, predicted, labels=range(NUM_CLASSES))
-    log(f"\n=== {name} ===\n{report}\nconfusion matrix (rows: true, columns: predicted)\n{matrix}")
     write_reports(name, data.x_test, labels, probabilities, report, matrix, Path(config.reports_dir) / name)
 
     row = {
@@ -120,12 +121,14 @@ def evaluate_folder(folder, data, config, log=print):
         "epochs": record.epochs_run if record else None,
         "training_seconds": record.training_seconds if record else None,
         "images_per_second": len(images) / seconds,
+        "subset": record.flags.get("subset") if record else None,
     }
+    line = f"{name}: test accuracy {100 * row['test_accuracy']:.2f} %, {int(np.sum(predicted != labels))} mistakes"
     if config.tta:
         augmented = tta_probabilities(lambda batch: classifier.predict(batch, config.batch_size), images)
         row["tta_accuracy"] = float(np.mean(augmented.argmax(axis=1) == labels))
-        log(f"{name}: test accuracy {100 * row['test_accuracy']:.2f} %, with test-time augmentation "
-            f"({len(TTA_SHIFTS)} views) {100 * row['tta_accuracy']:.2f} %")
+        line += f", with test-time augmentation ({len(TTA_SHIFTS)} views) {100 * row['tta_accuracy']:.2f} %"
+    log(f"{line}; report in {Path(config.reports_dir) / name}/")
     return row
 
 
@@ -136,10 +139,11 @@ def format_table(rows):
              + " macro F1 | parameters | epochs | training time | inference images/s |",
              "|---|---:|" + ("---:|" if tta else "") + "---:|---:|---:|---:|---:|"]
     for row in sorted(rows, key=lambda r: -r["test_accuracy"]):
+        model = row["model"] + (f" (smoke run: --subset {row['subset']})" if row.get("subset") else "")
         trained = f"{row['training_seconds']:.0f} s" if row["training_seconds"] is not None else "?"
         augmented = f" {100 * row['tta_accuracy']:.2f} % |" if tta else ""
         parameters = f"{row['parameters']:,}" if row["parameters"] is not None else "?"
-        lines.append(f"| {row['model']} | {100 * row['test_accuracy']:.2f} % |{augmented} {row['macro_f1']:.4f} | "
+        lines.append(f"| {model} | {100 * row['test_accuracy']:.2f} % |{augmented} {row['macro_f1']:.4f} | "
                      f"{parameters} | {row['epochs'] or '?'} | {trained} | {row['images_per_second']:,.0f} |")
     return "\n".join(lines)
 
@@ -154,7 +158,9 @@ def evaluate(config, data=None, log=print):
     data = data or load_mnist(config.data_dir, log=log)
     store.check_writable_dir(config.reports_dir, "--reports-dir")
     rows, failures = [], []
+    log(f"evaluating {counted(len(folders), 'model')} on {len(data.y_test)} test images")
     for folder in folders:
+        log(f"{folder.name}: loading its SavedModel and predicting")
         try:
             rows.append(evaluate_folder(folder, data, config, log))
         except ModelError as error:

@@ -1,4 +1,4 @@
-"""PNG figures: training curves, confusion matrix, prediction grids.
+"""PNG figures: training curves, confusion matrix, prediction grids, a search's trials.
 
 Built on matplotlib's object API (`Figure`), which needs no display and no global pyplot state.
 """
@@ -6,6 +6,7 @@ Built on matplotlib's object API (`Figure`), which needs no display and no globa
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import ConfusionMatrixDisplay
 
 MISTAKE_COLOUR = "tab:red"
 
@@ -26,17 +27,20 @@ def training_curves(history, path, title):
 
 
 def confusion_matrix(matrix, path, title):
-    figure = Figure(figsize=(7, 6), layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axes)
-    classes = np.arange(len(matrix))
-    axes.set(xticks=classes, yticks=classes, xlabel="predicted", ylabel="true", title=title)
-    threshold = matrix.max() / 2
-    for true in classes:
-        for predicted in classes:
-            axes.text(predicted, true, matrix[true, predicted], ha="center", va="center", fontsize=8,
-                      color="white" if matrix[true, predicted] > threshold else "black")
+    """scikit-learn's confusion-matrix display, beside the same counts with the diagonal left out,
+    so that a 99 % model's few mistakes get a colour scale of their own."""
+    figure = Figure(figsize=(14, 6), layout="constrained")
+    figure.suptitle(title)
+    everything, mistakes = figure.subplots(1, 2)
+    ConfusionMatrixDisplay(matrix).plot(ax=everything, cmap="Blues", colorbar=True, values_format="d")
+    everything.set(xlabel="predicted", ylabel="true", title="every test image")
+    errors = np.where(np.eye(len(matrix), dtype=bool), 0, matrix)
+    ConfusionMatrixDisplay(errors).plot(ax=mistakes, cmap="Reds", colorbar=True, values_format="d")
+    for text in mistakes.texts:  # only the cells that hold mistakes are labelled
+        if text.get_text() == "0":
+            text.set_visible(False)
+    mistakes.set(xlabel="predicted", ylabel="true",
+                 title=f"mistakes only: {int(errors.sum())} of {int(matrix.sum())}")
     figure.savefig(path, dpi=100)
 
 
@@ -62,8 +66,10 @@ def seen_and_probabilities(image, probabilities, path, title):
     left.imshow(image, cmap="gray", vmin=0, vmax=1)
     left.set(xticks=[], yticks=[], title="model input, 28x28")
     bars = right.bar(range(10), probabilities, color="tab:gray")
-    bars[int(np.argmax(probabilities))].set_color("tab:blue")
-    right.set(xticks=range(10), ylim=(0, 1), xlabel="digit", ylabel="probability")
+    best = int(np.argmax(probabilities))
+    bars[best].set_color("tab:blue")
+    right.text(best, probabilities[best] + 0.02, f"{100 * probabilities[best]:.1f} %", ha="center", va="bottom")
+    right.set(xticks=range(10), ylim=(0, 1.12), xlabel="digit", ylabel="probability")
     figure.savefig(path, dpi=100)
 
 
@@ -88,7 +94,7 @@ def search_results(rows, objective, top_names, path, title):
             if min(values) > 0 and max(values) / min(values) > 20:
                 axes.set_xscale("log")
         else:  # categories, booleans, small whole numbers: one column of points per value
-            levels = sorted(set(values), key=str)
+            levels = sorted(set(values), key=lambda level: (isinstance(level, str), level))  # numbers as numbers
             axes.plot([levels.index(value) for value in values], [score for _, score in pairs], "o", alpha=0.7)
             axes.set_xticks(range(len(levels)), [str(level) for level in levels])
         axes.set(xlabel=name, ylabel=objective, title=f"{objective} against {name}")

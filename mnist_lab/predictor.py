@@ -14,7 +14,7 @@ from PIL import Image
 from mnist_lab import preprocess, store
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
-from mnist_lab.record import ModelRecord
+from mnist_lab.record import FULL_TEST_SET, ModelRecord
 
 
 @dataclass
@@ -41,7 +41,8 @@ class Prediction:
 
 
 def choose_model(models_dir=MODELS_DIR, name=None):
-    """(folder, reason): the named model, else the one with the best recorded test accuracy."""
+    """(folder, reason): the named model, else the best test accuracy among those tested on the full
+    test set (smoke runs on --subset were tested on a slice, and their figure says little)."""
     models_dir = Path(models_dir)
     hint = "train one first, e.g. `python train.py --model cnn`"
     if name is not None:
@@ -49,15 +50,19 @@ def choose_model(models_dir=MODELS_DIR, name=None):
         if not (folder / "saved_model.pb").is_file():
             raise UserError(f"--model {name}: no trained model in {folder}; {hint.replace('cnn', name)}")
         return folder, "chosen with --model"
+    folders = store.model_folders(models_dir)
+    if not folders:
+        raise UserError(f"no trained models in {models_dir}/; {hint}")
     recorded = []
-    for folder in store.model_folders(models_dir):
+    for folder in folders:
         record = ModelRecord.load(folder)
-        if record and record.test_accuracy is not None:
+        if record and record.test_accuracy is not None and record.data.get("test_images") == FULL_TEST_SET:
             recorded.append((record.test_accuracy, folder))
     if not recorded:
-        raise UserError(f"no trained models in {models_dir}/; {hint}")
+        raise UserError(f"no model in {models_dir}/ was tested on the full {FULL_TEST_SET}-image test set "
+                        f"(found {', '.join(folder.name for folder in folders)}); {hint}, or name one with --model")
     accuracy, folder = max(recorded, key=lambda item: item[0])
-    return folder, f"best recorded test accuracy, {100 * accuracy:.2f} %"
+    return folder, f"best test accuracy on the full test set, {100 * accuracy:.2f} %"
 
 
 class DigitPredictor:

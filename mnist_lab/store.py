@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_lab import plots
+from mnist_lab.cli import counted
 from mnist_lab.errors import ModelError, UserError, first_line
 from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord
 from models import INPUT_SHAPE, NUM_CLASSES
@@ -117,6 +118,20 @@ def check_output_dir(output):
         raise UserError(f"--output {output}: a non-empty folder that is not a saved model; "
                         "choose a new folder or an existing model's folder")
     check_writable_dir(output.parent, "--output")
+
+
+def check_replaceable(output, train_images, epochs, replace=False):
+    """Refuse to replace a model trained on more images or for more epochs than this run will be."""
+    record = ModelRecord.load(output)
+    if replace or record is None or not (Path(output) / "saved_model.pb").is_file():
+        return
+    trained_images, trained_epochs = record.data.get("train_images") or 0, record.epochs_run or 0
+    if trained_images > train_images or trained_epochs > epochs:
+        accuracy = f", test accuracy {100 * record.test_accuracy:.2f} %" if record.test_accuracy is not None else ""
+        raise UserError(f"{output} holds {record.model} trained on {trained_images} images for "
+                        f"{counted(trained_epochs, 'epoch')}{accuracy}; this run would replace it with "
+                        f"{train_images} images and {counted(epochs, 'epoch')}: add --replace to do so, "
+                        "or choose another --output")
 
 
 def export_savedmodel(model, path):

@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from mnist_lab import resume, store
+from mnist_lab.cli import counted
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
@@ -93,6 +94,7 @@ def train(config, data=None, log=print, spec=None, **record_fields):
     data = data or load_mnist(config.data_dir, log=log)
     splits = make_splits(data, config.validation_size, config.subset)
     check_batch_size(recipe.batch_size, splits)
+    store.check_replaceable(output, len(splits.x_train), recipe.epochs, config.replace)
     # Input is checked; from here on this run writes, so it must be the only one writing here.
     with store.OutputLock(output):
         store.recover_interrupted(output.parent, log, own=output.name)
@@ -101,7 +103,7 @@ def train(config, data=None, log=print, spec=None, **record_fields):
 
 def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_fields):
     log(f"{config.model}: {len(splits.x_train)} training, {len(splits.x_val)} validation, "
-        f"{len(splits.x_test)} test images; recipe {recipe.to_dict()}")
+        f"{len(splits.x_test)} test images; {recipe.describe()}")
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -123,6 +125,7 @@ def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_
     callbacks = [StopOnNonFiniteLoss(), *resume.backup_callbacks(backup, history, epoch_seconds)]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
+        log(f"TensorBoard logs go to {config.tensorboard}; watch them with: tensorboard --logdir {config.tensorboard}")
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks,
@@ -147,5 +150,5 @@ def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_
     shutil.rmtree(backup, ignore_errors=True)  # only now: a kill during export still resumes
 
     log(f"{config.model}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "
-        f"trained {training_seconds:.1f} s ({len(epoch_seconds)} epochs) -> {output}")
+        f"trained {training_seconds:.1f} s ({counted(len(epoch_seconds), 'epoch')}) -> {output}")
     return record

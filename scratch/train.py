@@ -13,7 +13,7 @@ import dataclasses
 import sys
 
 from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run
-from mnist_lab.config import MODELS_DIR, TrainConfig, add_run_flags
+from mnist_lab.config import TrainConfig, add_run_flags
 from models import REGISTRY
 
 NAME = "simple_cnn_scratch"
@@ -23,7 +23,7 @@ SPEC = dataclasses.replace(
 
 def scratch_config(**flags):
     """A TrainConfig for the NumPy net: simple_cnn's recipe, and these flags."""
-    return TrainConfig(**{"model": NAME, "output": str(MODELS_DIR / NAME), **flags})
+    return TrainConfig(model=NAME, **flags)
 
 
 def parse_args(argv=None):

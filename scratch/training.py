@@ -5,6 +5,7 @@ import time
 import numpy as np
 
 from mnist_lab import store
+from mnist_lab.cli import counted
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_splits, to_model_input
 from mnist_lab.errors import UserError
@@ -23,6 +24,7 @@ def train_scratch(config, data=None, log=print):
     data = data or load_mnist(config.data_dir, log=log)
     splits = make_splits(data, config.validation_size, config.subset)
     check_batch_size(batch_size, splits)
+    store.check_replaceable(output, len(splits.x_train), epochs, config.replace)
     x_train, x_val = to_model_input(splits.x_train), to_model_input(splits.x_val)
     y_train, y_val = splits.y_train.astype(np.int64), splits.y_val.astype(np.int64)
     log(f"{NAME}: NumPy, {len(x_train)} training, {len(x_val)} validation images; "
@@ -75,5 +77,5 @@ def train_scratch(config, data=None, log=print):
         store.recover_interrupted(output.parent, log, own=output.name)
         store.write_model_folder(model, output, record, history, epoch_seconds)
     log(f"{NAME}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "
-        f"trained {training_seconds:.1f} s ({epochs} epochs, NumPy) -> {output}")
+        f"trained {training_seconds:.1f} s ({counted(epochs, 'epoch')}, NumPy) -> {output}")
     return record

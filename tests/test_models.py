@@ -85,3 +85,12 @@ def test_the_default_model_is_the_classic_cnn():
     assert DEFAULT_MODEL == "cnn"
     recipe = REGISTRY["cnn"].recipe
     assert (recipe.optimizer, recipe.batch_size, recipe.epochs) == ("adam", 64, 5)
+
+
+def test_a_recipe_reads_as_words():
+    from models import Recipe
+
+    assert REGISTRY["cnn"].recipe.describe() == "5 epochs, batch 64, adam 0.001"
+    assert REGISTRY["fast_cnn"].recipe.describe() == "1 epoch, batch 256, adam 0.01, one-cycle, betas 0.7/0.9, bfloat16"
+    assert Recipe(epochs=2, batch_size=8, optimizer="sgd", schedule="cosine", augment=True,
+                  jit_compile=True).describe() == "2 epochs, batch 8, sgd 0.001, cosine, augmentation, XLA"

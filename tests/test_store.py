@@ -129,7 +129,7 @@ def test_readers_work_on_a_read_only_models_folder_holding_a_dead_writers_leftov
     try:
         commands = [["evaluate.py", "--models-dir", read_only, "--data-dir", synthetic_dir,
                      "--reports-dir", tmp_path / "reports"],
-                    ["predict.py", image, "--models-dir", read_only]]
+                    ["predict.py", image, "--models-dir", read_only, "--model", "mlp"]]
         for command in commands:
             done = subprocess.run([sys.executable, str(ROOT / command[0]), *map(str, command[1:])], cwd=tmp_path,
                                   capture_output=True, text=True, timeout=300)
@@ -140,7 +140,7 @@ def test_readers_work_on_a_read_only_models_folder_holding_a_dead_writers_leftov
         from mnist_lab.predictor import choose_model
         from mnist_lab.serving import create_app
 
-        with TestClient(create_app(choose_model(read_only)[0], read_only)) as client:  # serve.py's app
+        with TestClient(create_app(choose_model(read_only, "mlp")[0], read_only)) as client:  # serve.py's app
             assert [model["name"] for model in client.get("/models").json()["models"]] == ["mlp"]
             assert client.post("/predict", content=image.read_bytes()).status_code == 200
         assert snapshot(read_only) == before
@@ -162,3 +162,46 @@ def test_a_tuned_mlp_exported_before_records_had_arguments_is_still_recognised(t
     record = ModelRecord.load(write(tmp_path / "mlp_tuned", old))
     assert record.matches(TrainConfig(model="mlp_tuned"), spec, Data())
     assert not record.matches(TrainConfig(model="mlp_tuned"), tuned_spec({**values, "units_2": 256}, 30), Data())
+
+
+def test_a_smoke_run_gets_folders_of_its_own():
+    from mnist_lab.config import MODELS_DIR
+    from mnist_lab.tuning import SearchConfig
+
+    assert TrainConfig(model="lenet5").output_dir() == MODELS_DIR / "lenet5"
+    assert TrainConfig(model="lenet5", subset=500).output_dir() == MODELS_DIR / "lenet5_subset500"
+    assert str(TrainConfig(model="lenet5", subset=500, output="x/y").output_dir()) == "x/y"
+    search = SearchConfig(subset=2000)
+    assert (search.project_name, search.output_dir()) == ("mlp_subset2000", MODELS_DIR / "mlp_tuned_subset2000")
+    assert SearchConfig().project_name == "mlp" and SearchConfig(subset=2000, project_name="p").project_name == "p"
+
+
+def model_folder(folder, **changes):
+    write(folder, {**OLD_CNN, **changes})
+    (folder / "saved_model.pb").write_bytes(b"")
+    return folder
+
+
+def test_a_run_never_replaces_a_model_trained_on_more_images_or_epochs_unless_told(tmp_path):
+    folder = model_folder(tmp_path / "cnn", data={**OLD_CNN["data"], "train_images": 50000})
+    for images, epochs in ((500, 5), (50000, 1)):
+        with pytest.raises(UserError, match=r"holds cnn trained on 50000 images for 5 epochs, test accuracy 99.05 %; "
+                                            rf"this run would replace it with {images} images and {epochs} epoch"):
+            store.check_replaceable(folder, images, epochs)
+        store.check_replaceable(folder, images, epochs, replace=True)
+    store.check_replaceable(folder, 50000, 5)
+    store.check_replaceable(folder, 60000, 30)
+    store.check_replaceable(tmp_path / "nothing_there", 1, 1)
+
+
+def test_predict_and_serve_choose_only_among_models_tested_on_the_full_test_set(tmp_path):
+    from mnist_lab.predictor import choose_model
+
+    model_folder(tmp_path / "cnn")
+    model_folder(tmp_path / "cnn_subset500", test_accuracy=1.0, data={**OLD_CNN["data"], "test_images": 100})
+    assert choose_model(tmp_path) == (tmp_path / "cnn", "best test accuracy on the full test set, 99.05 %")
+    assert choose_model(tmp_path, "cnn_subset500") == (tmp_path / "cnn_subset500", "chosen with --model")
+    (tmp_path / "cnn" / "metadata.json").unlink()
+    with pytest.raises(UserError, match="no model in .* was tested on the full 10000-image test set "
+                                        r"\(found cnn, cnn_subset500\)"):
+        choose_model(tmp_path)

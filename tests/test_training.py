@@ -98,7 +98,10 @@ def test_evaluate_writes_reports_and_the_table(trained, synthetic_dir, tmp_path)
         assert (reports / "cnn" / name).stat().st_size > 0, name
     assert "macro avg" in (reports / "cnn" / "classification_report.txt").read_text()
     assert "| cnn |" in (reports / "summary.md").read_text()
-    assert any("macro avg" in line for line in lines)
+    assert lines[0].startswith("data: IDX files in ")
+    assert lines[1] == "evaluating 1 model on 300 test images" and lines[2] == "cnn: loading its SavedModel and predicting"
+    assert lines[3].startswith(f"cnn: test accuracy {100 * row['test_accuracy']:.2f} %, ")
+    assert len(lines) == 5 and "| cnn |" in lines[4], "a line per model, then the table"
 
 
 @pytest.mark.slow
@@ -152,6 +155,20 @@ def test_a_swap_cut_short_is_left_alone_by_readers_and_undone_by_the_next_writer
     store.recover_interrupted(folder.parent, log=quiet)  # what every writer does first, holding its own lock
     assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn", "mlp"]
     assert json.loads((folder / "metadata.json").read_text())["created"] == first.created
+
+
+def test_a_smoke_run_never_replaces_a_fuller_model(tmp_path, synthetic_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    real = train(TrainConfig(model="mlp", epochs=2, data_dir=str(synthetic_dir), validation_size=200, verbose=0),
+                 log=quiet)
+    shorter = TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200, verbose=0)
+    with pytest.raises(UserError, match="saved_models/mlp holds mlp trained on 1000 images for 2 epochs.*--replace"):
+        train(shorter, log=quiet)
+    smoke = train(TrainConfig(model="mlp", epochs=1, subset=500, data_dir=str(synthetic_dir), validation_size=200,
+                              verbose=0), log=quiet)
+    assert ModelRecord.load("saved_models/mlp") == real, "the real model is untouched"
+    assert ModelRecord.load("saved_models/mlp_subset500") == smoke
+    assert train(TrainConfig(**{**shorter.__dict__, "replace": True}), log=quiet).epochs_run == 1
 
 
 def test_output_that_is_not_a_model_folder_is_never_overwritten(tmp_path, synthetic_dir):

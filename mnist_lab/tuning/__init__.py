@@ -53,13 +53,18 @@ class SearchConfig:
     subset: Optional[int] = None
     validation_size: int = VALIDATION_SIZE
     directory: str = STATE_DIR
-    project_name: str = PROJECT_NAME
+    project_name: Optional[str] = None  # None: PROJECT_NAME, or PROJECT_NAME_subsetN for a smoke run
     reports_dir: str = REPORTS_DIR
     fresh: bool = False
+    replace: bool = False  # let the retrain replace a model trained on more images or epochs
     workers: int = 0
     port: int = 0  # 0: any free port
     worker_restarts: int = DEFAULT_WORKER_RESTARTS
     verbose: Optional[int] = None  # Keras' fit verbosity during trials; None: bar on a terminal, else a line per epoch
+
+    def __post_init__(self):
+        if self.project_name is None:  # a smoke run's search must not mix with (or discard) the real one
+            self.project_name = f"{PROJECT_NAME}_subset{self.subset}" if self.subset else PROJECT_NAME
 
     @property
     def project_dir(self):
@@ -70,7 +75,9 @@ class SearchConfig:
         return self.max_trials or DEFAULT_MAX_TRIALS
 
     def output_dir(self):
-        return Path(self.output) if self.output else MODELS_DIR / MODEL_NAME
+        if self.output:
+            return Path(self.output)
+        return MODELS_DIR / (f"{MODEL_NAME}_subset{self.subset}" if self.subset else MODEL_NAME)
 
     def reports_path(self):
         return Path(self.reports_dir) / "tuning" / self.project_name

@@ -38,8 +38,9 @@ def parse_args(argv=None):
     add_run_flags(parser, output_default=f"saved_models/{tuning.MODEL_NAME}")
     parser.add_argument("--directory", default=tuning.STATE_DIR,
                         help=f"keras-tuner's state folder, not committed (default: {tuning.STATE_DIR})")
-    parser.add_argument("--project-name", default=tuning.PROJECT_NAME,
-                        help=f"the search's folder inside --directory (default: {tuning.PROJECT_NAME})")
+    parser.add_argument("--project-name",
+                        help=f"the search's folder inside --directory (default: {tuning.PROJECT_NAME}, or "
+                             f"{tuning.PROJECT_NAME}_subsetN with --subset N)")
     parser.add_argument("--reports-dir", default=tuning.REPORTS_DIR,
                         help="trial tables and plot go to REPORTS_DIR/tuning/<project-name>/ "
                              f"(default: {tuning.REPORTS_DIR})")

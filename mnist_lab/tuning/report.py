@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import keras_tuner
 import numpy as np
 from scipy import stats
 
@@ -20,8 +21,22 @@ from mnist_lab.tuning import OBJECTIVE, SECONDS_FILE
 from mnist_lab.tuning.space import describe, search_values
 
 
+INFLUENCE_MIN_TRIALS = 15  # fewer finished trials cannot tell a hyperparameter's effect from chance
+
+
 class ReportingTuner:
-    """Mixed into a keras-tuner Tuner: times each trial and prints one line when it ends."""
+    """Mixed into a keras-tuner Tuner: times each trial, prints one line when it ends, and says when
+    the Bayesian oracle is choosing (fitting its Gaussian process takes many seconds)."""
+
+    def pre_create_trial(self):
+        super().pre_create_trial()
+        oracle = self.oracle
+        if not isinstance(oracle, keras_tuner.oracles.BayesianOptimizationOracle):
+            return  # random and hyperband choose at once; a worker's chief does the choosing
+        finished = sum(trial.status == "COMPLETED" for trial in oracle.trials.values())
+        if finished >= oracle.num_initial_points and len(oracle.trials) < oracle.max_trials:
+            print(f"trial {len(oracle.trials)}: the Gaussian process is choosing its values from "
+                  f"{finished} finished trials", flush=True)
 
     def run_trial(self, trial, *args, **kwargs):
         start = time.perf_counter()
@@ -120,12 +135,18 @@ def write_report(tuner, config, log):
     rows = trial_rows(tuner)
     folder = config.reports_path()
     folder.mkdir(parents=True, exist_ok=True)
-    tuner.results_summary(num_trials=3)
+    finished = sum(row[OBJECTIVE] is not None for row in rows)
+    if finished:
+        tuner.results_summary(num_trials=min(3, finished))
     write_trial_tables(rows, folder)
-    ranking = influence(rows)
+    ranking = influence(rows) if finished >= INFLUENCE_MIN_TRIALS else []
     plots.search_results(rows, OBJECTIVE, [name for name, _ in ranking[:2]], folder / "search.png",
                          f"{config.tuner} search, {len(rows)} trials")
-    log(f"hyperparameters by influence on {OBJECTIVE}: "
-        + (", ".join(f"{name} {share:.2f}" for name, share in ranking) or "too few trials to tell"))
+    if finished < INFLUENCE_MIN_TRIALS:
+        log(f"influence of each hyperparameter: not reported, {finished} finished trials are too few to tell "
+            f"an effect from chance (it takes {INFLUENCE_MIN_TRIALS})")
+    else:
+        log(f"hyperparameters by influence on {OBJECTIVE}, corrected for chance: "
+            + (", ".join(f"{name} {share:.2f}" for name, share in ranking) or "none stands out"))
     log(f"trial table and plot written to {folder}/ (trials.csv, trials.md, search.png)")
     return rows

@@ -6,6 +6,8 @@ until --fresh discards it. Trials are chosen and ranked on the validation split;
 are then retrained by `training.train`, which tests them once and exports the model.
 """
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -19,7 +21,7 @@ from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_splits
 from mnist_lab.errors import UserError
 from mnist_lab.record import ModelRecord, write_json
-from mnist_lab.store import OutputLock, check_output_dir, check_writable_dir
+from mnist_lab.store import OutputLock, check_output_dir, check_replaceable, check_writable_dir
 from mnist_lab.training import train
 from mnist_lab.tuning import HYPERBAND_FACTOR, MODEL_NAME, OBJECTIVE, SEARCH_FILE
 from mnist_lab.tuning.report import ReportingTuner, write_report
@@ -55,9 +57,10 @@ def trial_budget(config):
 
 
 def make_tuner(config, hypermodel, role):
-    tuner = TUNER_CLASSES[config.tuner](hypermodel=hypermodel, objective=OBJECTIVE, seed=config.seed,
-                                        directory=config.directory, project_name=config.project_name,
-                                        **trial_budget(config))
+    with contextlib.redirect_stdout(io.StringIO()):  # keras-tuner's "Reloading Tuner from ...": search() says it
+        tuner = TUNER_CLASSES[config.tuner](hypermodel=hypermodel, objective=OBJECTIVE, seed=config.seed,
+                                            directory=config.directory, project_name=config.project_name,
+                                            **trial_budget(config))
     if not role.is_worker and not tuner.oracle.trials and (config.project_dir / "oracle.json").is_file():
         # keras-tuner reloads a search only from this process's own tuner_<ID>.json: a search begun
         # in one process and continued by a chief (or the other way round) would start over.
@@ -122,6 +125,10 @@ def run_trials(config, splits, role):
     """This process's part of the search: all of it, or a chief's or a worker's share."""
     verbose = config.verbose if config.verbose is not None else (1 if os.isatty(1) else 2)
     tuner = make_tuner(config, MlpHyperModel(splits, config.epochs, config.seed, verbose), role)
+    if tuner.oracle.trials and not role.is_worker:
+        done = sum(trial.status == "COMPLETED" for trial in tuner.oracle.trials.values())
+        print(f"resuming the search in {config.project_dir}: {done} of {len(tuner.oracle.trials)} trials "
+              "finished; an unfinished one runs again", flush=True)
     tuner.search(verbose=0)  # keras-tuner's multi-line display off: ReportingTuner prints a line per trial
     return tuner
 
@@ -145,7 +152,8 @@ def finish(config, data, splits, search_seconds, role, log):
     # other values with advice (--fresh) that would discard the search itself.
     train_config = TrainConfig(model=MODEL_NAME, seed=config.seed, data_dir=config.data_dir,
                                output=str(config.output_dir()), subset=config.subset,
-                               validation_size=config.validation_size, verbose=config.verbose, fresh=True)
+                               validation_size=config.validation_size, verbose=config.verbose, fresh=True,
+                               replace=config.replace)
     spec = tuned_spec(values, config.final_epochs)
     output = train_config.output_dir()
     # The spec's arguments carry the layer sizes and its recipe the rest of the values: `matches`
@@ -184,6 +192,7 @@ def search(config, log=print, argv=None):
             check_settings(config, search_settings(config, data))
         run_trials(config, splits, role)
         return None
+    check_replaceable(config.output_dir(), len(splits.x_train), config.final_epochs, config.replace)  # not after it
     with OutputLock(config.project_dir, flag="--project-name"):
         prepare_state(config, data, log)
         start = time.perf_counter()
