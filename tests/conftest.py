@@ -1,11 +1,13 @@
 """Shared fixtures: an isolated Keras cache, tiny MNIST-format datasets, the real MNIST if cached."""
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 from mnist_lab.cli import quiet_tensorflow_import
 
@@ -16,6 +18,14 @@ quiet_tensorflow_import()
 import keras  # noqa: E402
 
 from mnist_lab.data import sources  # noqa: E402
+
+# Property tests (tests/test_fuzz_*.py): a short run in CI and the edit-test loop; a long one by hand with
+# HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz_*.py. No example database: nothing is written.
+settings.register_profile("ci", max_examples=60, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=2000, deadline=None, database=None, print_blob=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Resolved once, before any test points KERAS_HOME elsewhere: CI fills it with `python -m mnist_lab.data`.
 REAL_CACHES = sources.cache_paths()
