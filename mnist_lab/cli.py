@@ -1,6 +1,7 @@
 """Shared command-line plumbing: one-line argument errors, flag types, quiet TensorFlow start-up."""
 
 import argparse
+import errno
 import os
 import socket
 import sys
@@ -107,6 +108,15 @@ def run(main):
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        # Writers build in hidden staging folders and swap in whole, so a full disk leaves the old
+        # model as it was; a killed training run's backup resumes.
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write{where}: {error.strerror}; free some space or choose another folder, "
+              "then run the same command again", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

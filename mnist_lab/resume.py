@@ -11,14 +11,16 @@ import shutil
 import time
 from pathlib import Path
 
+import h5py
 import keras
 
-from mnist_lab.errors import UserError
+from mnist_lab.errors import UserError, first_line
 from mnist_lab.record import write_json
 
 RUN_FILE = "run.json"  # the settings of the run that made the backup
 HISTORY_FILE = "history.json"  # per-epoch metrics and seconds, as far as the backup goes
 KERAS_PROGRESS_FILE = "training_metadata.json"  # BackupAndRestore's own record of completed epochs
+KERAS_WEIGHTS_FILE = "latest.weights.h5"  # and its weights and optimizer state; each has a previous copy, .bkp
 
 
 def backup_dir(output):
@@ -48,26 +50,26 @@ class HistoryBackup(keras.callbacks.Callback):
         write_json({"history": self.history, "seconds": self.seconds}, self.path)
 
 
-def prepare_backup(folder, settings, fresh, log=print):
+def prepare_backup(folder, settings, fresh, epochs, log=print):
     """Clear or check the backup; return (completed epochs, history so far, seconds so far).
 
     A backup made by different settings is never resumed silently: the user reruns the same
-    command, or says --fresh.
+    command, or says --fresh. A damaged newest copy (a kill while Keras wrote it) gives way to the
+    previous one; with no good copy left the run stops in one line.
     """
     folder = Path(folder)
     settings = json.loads(json.dumps(settings))  # compare as saved: tuples come back as lists
     if fresh and folder.exists():
         shutil.rmtree(folder)
         log(f"--fresh: removed the interrupted run's backup {folder}")
-    progress = folder / KERAS_PROGRESS_FILE
-    if not progress.is_file():
+    newest, previous = folder / KERAS_PROGRESS_FILE, folder / f"{KERAS_PROGRESS_FILE}.bkp"
+    if not newest.is_file() and not previous.is_file():
         shutil.rmtree(folder, ignore_errors=True)  # nothing resumable: a kill before the first epoch
         folder.mkdir(parents=True)
         write_json(settings, folder / RUN_FILE)
         return 0, {}, []
     try:
         saved_settings = json.loads((folder / RUN_FILE).read_text())
-        completed = int(read_progress(progress)["epoch"])
         record = json.loads((folder / HISTORY_FILE).read_text())
         history, seconds = dict(record["history"]), list(record["seconds"])
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -78,15 +80,45 @@ def prepare_backup(folder, settings, fresh, log=print):
                             for key, value in settings.items() if saved_settings.get(key) != value)
         raise UserError(f"{folder} holds an interrupted run with other settings ({changed}); "
                         "rerun that command to resume it, or add --fresh to start over")
+    completed = usable_copy(folder, min(epochs, len(seconds)), log)
     return completed, {key: values[:completed] for key, values in history.items()}, seconds[:completed]
 
 
-def read_progress(path):
-    """BackupAndRestore's epoch record, or its previous copy if a kill cut the newest one short."""
+def usable_copy(folder, most, log):
+    """The epochs held by the newest good copy of Keras' backup, made the one Keras loads.
+
+    A copy is good when its epoch record reads and lies within 1..`most` (the run's epochs, and
+    the epochs our history holds) and its weights file reads to the end.
+    """
+    problems = []
+    for suffix in ("", ".bkp"):
+        progress, weights = folder / f"{KERAS_PROGRESS_FILE}{suffix}", folder / f"{KERAS_WEIGHTS_FILE}{suffix}"
+        try:
+            completed = json.loads(progress.read_text())["epoch"]
+            if not isinstance(completed, int) or not 1 <= completed <= most:
+                raise ValueError(f"it says epoch {completed!r}, outside 1-{most}")
+            read_weights(weights)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"{progress.name}: {first_line(error)}")
+            continue
+        if suffix:
+            shutil.copyfile(weights, folder / KERAS_WEIGHTS_FILE)
+            shutil.copyfile(progress, folder / KERAS_PROGRESS_FILE)
+            log(f"the backup's newest copy is damaged ({problems[0]}); resuming from the previous one")
+        return completed
+    raise UserError(f"{folder}: the interrupted run's backup is damaged ({'; '.join(problems)}); "
+                    "add --fresh to start over")
+
+
+def read_weights(path):
+    """Read every array of a Keras weights file, so a file cut short fails here and not in Keras."""
     try:
-        return json.loads(path.read_text())
-    except ValueError:
-        return json.loads(Path(f"{path}.bkp").read_text())
+        with h5py.File(path, "r") as weights:
+            weights.visititems(lambda name, item: item[()] if isinstance(item, h5py.Dataset) else None)
+    except OSError:
+        raise
+    except Exception as error:  # h5py raises assorted types for a damaged file
+        raise OSError(f"{path.name} is damaged ({first_line(error)})") from None
 
 
 def backup_callbacks(folder, history, seconds):

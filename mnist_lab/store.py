@@ -112,6 +112,10 @@ def check_writable_dir(folder, flag):
 def check_output_dir(output):
     """Refuse an --output that would clobber something that is not one of our models."""
     output = Path(output)
+    if output.is_symlink():  # the swap would move the link, not the folder it names
+        target = os.readlink(output)
+        raise UserError(f"--output {output}: a symbolic link (to {target}{'' if output.exists() else ', which does not exist'}); "
+                        "give the folder itself")
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output}: exists and is a file, not a model folder")
     if output.is_dir() and any(output.iterdir()) and not is_model_folder(output):
@@ -132,6 +136,21 @@ def check_replaceable(output, train_images, epochs, replace=False):
                         f"{counted(trained_epochs, 'epoch')}{accuracy}; this run would replace it with "
                         f"{train_images} images and {counted(epochs, 'epoch')}: add --replace to do so, "
                         "or choose another --output")
+
+
+def check_free_space(output, parameters):
+    """Refuse, before training, a disk too full for the backup and the export.
+
+    h5py crashes the process (SIGSEGV) when the disk fills while Keras writes the backup, so this
+    is checked up front: weights and Adam's two slots, twice (backup and its previous copy), in
+    model.keras and the SavedModel: about 40 bytes a parameter, plus graphs and plots.
+    """
+    needed = 40 * parameters + 8 * 2**20
+    free = shutil.disk_usage(Path(output).parent).free
+    if free < needed:
+        raise UserError(f"--output {output}: {free / 2**20:.1f} MB free on its disk, and this run needs about "
+                        f"{needed / 2**20:.0f} MB (backup, SavedModel, model.keras); free some space or choose "
+                        "another --output")
 
 
 def export_savedmodel(model, path):

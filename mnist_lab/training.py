@@ -5,7 +5,9 @@
 
 import math
 import shutil
+import signal
 import sys
+import threading
 
 import keras
 import tensorflow as tf
@@ -17,20 +19,27 @@ from mnist_lab.data.pipeline import check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
 from mnist_lab.record import ModelRecord
 from mnist_lab.schedules import OneCycle
-from models import REGISTRY
+from models import NUM_CLASSES, REGISTRY
+
+
+# An epoch whose mean loss is this far above guessing (ln 10 = 2.30) has diverged, even if finite:
+# a learning rate of 1e6 keeps some models' loss finite, around 1e5 to 1e20, at chance accuracy.
+DIVERGED_LOSS = 10 * math.log(NUM_CLASSES)
 
 
 class Diverged(Exception):
-    def __init__(self, epoch, batch, loss):
-        super().__init__(f"loss {loss} in epoch {epoch}, batch {batch}")
-        self.epoch, self.batch, self.loss = epoch, batch, loss
+    def __init__(self, loss, epoch, batch=None):
+        where = f"in epoch {epoch}, batch {batch}" if batch else f"as epoch {epoch}'s mean"
+        super().__init__(f"the loss became {loss:.4g} {where}")
+        self.loss = loss
 
 
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stop at the first batch whose loss is NaN or infinite, saying where.
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stop at the first batch whose loss is NaN or infinite, or the first epoch whose mean loss is
+    more than ten times what guessing gives, saying where.
 
     It raises rather than asking Keras to stop: a normal stop runs `on_train_end`, and nothing of
-    a diverged run may look finished. The backup keeps the last good epoch.
+    a diverged run may look finished. Listed first, so the backup keeps the last good epoch.
     """
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -39,7 +48,45 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            raise Diverged(self.epoch, batch + 1, loss)
+            raise Diverged(loss, self.epoch, batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if loss > DIVERGED_LOSS:
+            raise Diverged(loss, self.epoch)
+
+
+class CtrlC(keras.callbacks.Callback):
+    """Ctrl-C (SIGINT) becomes a KeyboardInterrupt at the next batch's end, after the epoch's backup.
+
+    Python's own handler raises wherever the main thread happens to be, and a KeyboardInterrupt
+    raised inside a finalizer (tf.data's iterators have them) is printed and dropped: training
+    would go on and export. A noted Ctrl-C cannot be lost; a second one stops at once.
+    """
+
+    def __enter__(self):
+        self.pressed, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.note)
+        return self
+
+    def note(self, signum, frame):
+        self.pressed = True
+        signal.signal(signal.SIGINT, self.previous)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def check(self):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check()
 
 
 def build_model(spec, recipe):
@@ -110,6 +157,7 @@ def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_
         tf.config.experimental.enable_op_determinism()
     steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
     model = build_and_compile(spec, recipe, steps_per_epoch)  # built: BackupAndRestore needs its weights
+    store.check_free_space(output, model.count_params())
     train_ds = make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
                             augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
     val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size)
@@ -118,27 +166,27 @@ def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_
     settings = {"model": config.model, "summary": spec.summary, "recipe": recipe.to_dict(), "seed": config.seed,
                 "subset": config.subset, "validation_size": config.validation_size,
                 "deterministic": config.deterministic, "data": data.fingerprint}
-    completed, history, epoch_seconds = resume.prepare_backup(backup, settings, config.fresh, log)
+    completed, history, epoch_seconds = resume.prepare_backup(backup, settings, config.fresh, recipe.epochs, log)
     if completed:
         log(f"resuming from epoch {completed} of {recipe.epochs}: an interrupted run completed "
             f"{'it' if completed == 1 else f'epochs 1-{completed}'} (backup {backup}); --fresh starts over")
-    callbacks = [StopOnNonFiniteLoss(), *resume.backup_callbacks(backup, history, epoch_seconds)]
-    if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
-        log(f"TensorBoard logs go to {config.tensorboard}; watch them with: tensorboard --logdir {config.tensorboard}")
-    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    try:
-        model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=callbacks,
-                  verbose=verbose, shuffle=False)  # train_ds shuffles itself; Keras cannot shuffle a Dataset
-    except Diverged as error:
-        raise UserError(f"training diverged: the loss became {error.loss} in epoch {error.epoch}, "
-                        f"batch {error.batch}; nothing was exported; try a --learning-rate below "
-                        f"{recipe.learning_rate:g} (with --fresh, as the settings change)") from None
+    with CtrlC() as ctrl_c:
+        callbacks = [StopOnDivergence(), *resume.backup_callbacks(backup, history, epoch_seconds)]
+        if config.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
+            log(f"TensorBoard logs go to {config.tensorboard}; watch them with: "
+                f"tensorboard --logdir {config.tensorboard}")
+        verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+        try:
+            model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=[*callbacks, ctrl_c],
+                      verbose=verbose, shuffle=False)  # train_ds shuffles itself; Keras cannot shuffle a Dataset
+        except Diverged as error:
+            raise UserError(f"training diverged: {error}; nothing was exported; try a --learning-rate below "
+                            f"{recipe.learning_rate:g} (with --fresh, as the settings change)") from None
+        # The one use of the test set: the final figure, after every choice is made.
+        test_loss, test_accuracy = model.evaluate(make_dataset(splits.x_test, splits.y_test, 1000), verbose=0)
+        ctrl_c.check()  # pressed after the last batch: still nothing is exported
     training_seconds = sum(epoch_seconds)
-
-    # The one use of the test set: the final figure, after every choice is made.
-    test_ds = make_dataset(splits.x_test, splits.y_test, 1000)
-    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
 
     record = ModelRecord.create(
         config.model, spec, config, model, data, splits, epochs_run=len(epoch_seconds),

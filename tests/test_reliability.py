@@ -5,6 +5,7 @@ bit-identical reruns with --deterministic."""
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -315,3 +316,100 @@ def test_every_flag_rejects_values_that_cannot_work(command, args, fragment, tmp
     written = [path for folder in ("saved_models", "reports") for path in (tmp_path / folder).rglob("*")
                if path.is_file() and not path.name.startswith(".")]  # a held lock file is hidden
     assert written == []
+
+
+@pytest.fixture(scope="module")
+def killed_after_two_epochs(tmp_path_factory):
+    """A 3-epoch cnn run SIGKILLed after its second epoch: its models folder, backup included."""
+    folder = tmp_path_factory.mktemp("killed")
+    rng = np.random.default_rng(2)
+    data_dir = write_idx_dataset(folder / "digits", (*synthetic_digits(5000, rng), *synthetic_digits(300, rng)))
+    output = folder / "models" / "cnn"
+    process = start(train_command(data_dir, output, "--epochs", 3), folder / "keras")
+    wait_for(lambda: completed_epochs(output) >= 2, process)
+    process.kill()
+    process.wait()
+    assert completed_epochs(output) == 2 and not output.exists()
+    return data_dir, output.parent
+
+
+def truncate(path):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+DAMAGE = {  # what a kill while Keras writes its backup can leave, and what an edit can
+    "an empty epoch record": lambda backup: (backup / "training_metadata.json").write_text(""),
+    "an epoch record past the run": lambda backup: (backup / "training_metadata.json").write_text('{"epoch": 99}'),
+    "newest weights cut short": lambda backup: truncate(backup / "latest.weights.h5"),
+    "both weight copies cut short": lambda backup: [truncate(backup / name)
+                                                    for name in ("latest.weights.h5", "latest.weights.h5.bkp")],
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_backup_falls_back_to_its_good_copy_or_stops_in_one_line(killed_after_two_epochs, tmp_path,
+                                                                            damage):
+    data_dir, models = killed_after_two_epochs
+    shutil.copytree(models, tmp_path / "models")
+    output, backup = tmp_path / "models" / "cnn", tmp_path / "models" / ".cnn.backup"
+    DAMAGE[damage](backup)
+    done = finish(train_command(data_dir, output, "--epochs", 3), tmp_path / "keras")
+    assert "Traceback" not in done.stderr
+    if damage == "both weight copies cut short":
+        assert done.returncode == 2
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: {backup}: the interrupted run's backup is damaged (") and "--fresh" in line
+        assert not output.exists()
+        return
+    assert done.returncode == 0, done.stderr
+    assert "the backup's newest copy is damaged" in done.stdout and "resuming from epoch 1 of 3" in done.stdout
+    metadata = json.loads((output / "metadata.json").read_text())
+    assert metadata["epochs_run"] == 3 and metadata["resumed_after_epoch"] == 1
+    assert [row["epoch"] for row in read_history(output)] == ["1", "2", "3"]
+
+
+def test_a_symbolic_link_as_output_is_refused_before_training(tmp_path, synthetic_dir):
+    from mnist_lab.config import TrainConfig
+    from mnist_lab.errors import UserError
+    from mnist_lab.training import train
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for link, fragment in (("link", f"to {tmp_path / 'real'})"), ("dangling", "which does not exist")):
+        config = TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), output=str(tmp_path / link), verbose=0)
+        with pytest.raises(UserError, match=f"--output {tmp_path / link}: a symbolic link .*{re.escape(fragment)}"):
+            train(config, log=lambda *_: None)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["dangling", "link", "real", "synthetic"]
+    assert list((tmp_path / "real").iterdir()) == [] and not (tmp_path / "nowhere").exists()
+
+
+def mount_tmpfs(folder, size):
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_a_full_disk_is_one_line_in_train_and_evaluate(tmp_path, synthetic_dir):
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "32k")
+    try:
+        done = finish(train_command(synthetic_dir, disk / "cnn", "--epochs", 1, "--validation-size", 200),
+                      tmp_path / "keras")
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: --output {disk / 'cnn'}: 0.0 MB free on its disk, and this run needs about")
+        assert list(disk.iterdir()) == []
+
+        models = tmp_path / "models"
+        assert finish(train_command(synthetic_dir, models / "cnn", "--epochs", 1, "--validation-size", 200),
+                      tmp_path / "keras").returncode == 0
+        done = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--models-dir", str(models),
+                               "--data-dir", str(synthetic_dir), "--reports-dir", str(disk / "reports")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, KERAS_HOME=str(tmp_path / "keras")))
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith("error: cannot write") and "No space left on device" in line
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

@@ -229,3 +229,47 @@ def test_one_cycle_rises_then_falls_to_zero():
     assert rates[0] == pytest.approx(0.01 / 25) and rates[2] == pytest.approx(0.01)
     assert rates[0] < rates[1] < rates[2] > rates[3] > rates[4] == 0.0
     assert OneCycle.from_config(schedule.get_config()).get_config() == schedule.get_config()
+
+
+def test_a_finite_but_exploding_loss_is_a_diverged_run_and_keeps_the_good_model(tmp_path, synthetic_dir):
+    """--learning-rate 1e6 leaves some models' loss finite (1e5 to 1e20) at chance accuracy."""
+    config = TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
+                         output=str(tmp_path / "mlp"), verbose=0)
+    good = train(config, log=quiet)
+    with pytest.raises(UserError, match=r"^training diverged: the loss became \S+ as epoch 1's mean; nothing was "
+                                        r"exported; try a --learning-rate below 1e\+06"):
+        train(TrainConfig(**{**config.__dict__, "learning_rate": 1e6, "replace": True}), log=quiet)
+    assert ModelRecord.load(tmp_path / "mlp") == good
+
+
+def test_a_foreign_savedmodel_without_variables_is_evaluated_beside_the_others(tmp_path, synthetic_dir):
+    """A plain tf.Module taking (None, 28, 28, 1) and giving 10 probabilities: no Keras, no variables, no record."""
+    class Foreign(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 28, 28, 1), tf.float32)])
+        def serve(self, image):
+            return {"probabilities": tf.nn.softmax(tf.reduce_mean(image, axis=[1, 2]) * tf.ones([1, 10]))}
+
+    foreign = Foreign()
+    tf.saved_model.save(foreign, str(tmp_path / "models" / "foreign"), signatures={"serving_default": foreign.serve})
+    config = EvalConfig(models_dir=str(tmp_path / "models"), data_dir=str(synthetic_dir),
+                        reports_dir=str(tmp_path / "reports"))
+    rows, failures = evaluate(config, log=quiet)
+    assert failures == [] and [(row["model"], row["parameters"]) for row in rows] == [("foreign", None)]
+    assert "| foreign | " in (tmp_path / "reports" / "summary.md").read_text()
+
+
+def test_a_ctrl_c_is_noted_and_raised_where_training_can_stop_cleanly():
+    import os
+    import signal
+
+    from mnist_lab.training import CtrlC
+
+    before = signal.getsignal(signal.SIGINT)
+    with CtrlC() as ctrl_c:
+        ctrl_c.check()
+        os.kill(os.getpid(), signal.SIGINT)  # delivered now, wherever the main thread is: only noted
+        assert ctrl_c.pressed
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.on_train_batch_end(0)
+        assert signal.getsignal(signal.SIGINT) is before, "a second Ctrl-C stops at once"
+    assert signal.getsignal(signal.SIGINT) is before

@@ -28,7 +28,8 @@ SEARCH = ROOT / "tuning" / "search_mlp.py"
 
 def search_argv(data_dir, tmp_path, *extra):
     return ["--data-dir", str(data_dir), "--subset", "2000", "--epochs", "2", "--final-epochs", "1",
-            "--directory", str(tmp_path / "state"), "--output", str(tmp_path / "models" / "mlp_tuned"),
+            "--directory", str(tmp_path / "state"), "--project-name", "mlp",
+            "--output", str(tmp_path / "models" / "mlp_tuned"),
             "--reports-dir", str(tmp_path / "reports"), *map(str, extra)]
 
 
@@ -243,6 +244,50 @@ def test_a_distributed_search_records_every_trial_once_and_restarts_a_killed_wor
     assert [row["trial"] for row in rows] == ["0", "1", "2", "3"]
     assert [row["status"] for row in rows] == ["completed"] * 4
     assert (tmp_path / "models" / "mlp_tuned" / "saved_model.pb").is_file()
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_killing_the_workers_parent_takes_its_chief_and_workers_with_it(real_mnist_dir, tmp_path):
+    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 4, "--epochs", 3, "--workers", 1)
+    process, seen = start_search(argv, tmp_path), []
+    read_until(process, "[worker1] Epoch 1/3", seen)
+    children = [child_pid(process.pid, "chief"), child_pid(process.pid, "worker1")]
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in children), "no orphaned chief or worker holds the port and memory"
+
+
+def test_keras_tuners_state_is_written_whole_and_a_damaged_one_refused_in_one_line(tmp_path):
+    from keras_tuner.src import utils as keras_tuner_utils
+
+    from mnist_lab.errors import UserError
+    from mnist_lab.tuning.search import check_state_files, state_written_whole
+
+    config = SearchConfig(directory=str(tmp_path / "state"))
+    (config.project_dir / "trial_3").mkdir(parents=True)
+    original = keras_tuner_utils.save_json
+    with state_written_whole():
+        keras_tuner_utils.save_json(str(config.project_dir / "oracle.json"), {"ongoing_trials": {}})
+        keras_tuner_utils.save_json(str(config.project_dir / "trial_3" / "trial.json"), {"trial_id": "3"})
+    assert keras_tuner_utils.save_json is original
+    assert sorted(path.name for path in config.project_dir.rglob("*")) == ["oracle.json", "trial.json", "trial_3"]
+    check_state_files(config)
+    (config.project_dir / "trial_3" / "trial.json").write_text("")  # what a kill mid-write used to leave
+    with pytest.raises(UserError, match=r"trial_3/trial.json: keras-tuner's state is damaged \(.*\), so the "
+                                        r"search cannot resume from it; --fresh starts it afresh"):
+        check_state_files(config)
 
 
 def test_a_port_in_use_is_refused_in_one_line_and_the_search_kept(real_mnist_dir, tmp_path, capsys):

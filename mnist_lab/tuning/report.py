@@ -35,8 +35,8 @@ class ReportingTuner:
             return  # random and hyperband choose at once; a worker's chief does the choosing
         finished = sum(trial.status == "COMPLETED" for trial in oracle.trials.values())
         if finished >= oracle.num_initial_points and len(oracle.trials) < oracle.max_trials:
-            print(f"trial {len(oracle.trials)}: the Gaussian process is choosing its values from "
-                  f"{finished} finished trials", flush=True)
+            print(f"choosing trial {len(oracle.trials)}'s values: a Gaussian process fitted to {finished} "
+                  "finished trials (seconds to a minute)", flush=True)
 
     def run_trial(self, trial, *args, **kwargs):
         start = time.perf_counter()

@@ -10,6 +10,7 @@ worker, same ID, the trial it was running), and stops everything once the worker
 has died too often.
 """
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -86,6 +87,21 @@ def check_port(host, port):
     check_port_free(host, number, f"port {number}")
 
 
+def die_with_parent(parent):
+    """For Popen's preexec_fn: the child gets SIGTERM when `parent` dies, however it dies (Linux).
+
+    Without it, a SIGKILLed `--workers` process would leave its chief running under PID 1, holding
+    its port and memory.
+    """
+    def arrange():
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
+
+
 class Child:
     """One chief or worker process, its output passed through line by line with its name in front."""
 
@@ -95,7 +111,8 @@ class Child:
 
     def start(self):
         self.process = subprocess.Popen([sys.executable, "-m", "mnist_lab.tuning", *self.argv], env=self.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                        preexec_fn=die_with_parent(os.getpid()))
         self.reader = threading.Thread(target=self._forward, args=(self.process.stdout,), daemon=True)
         self.reader.start()
 

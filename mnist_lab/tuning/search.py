@@ -15,11 +15,12 @@ import shutil
 import time
 
 import keras_tuner
+from keras_tuner.src import utils as keras_tuner_utils
 
 from mnist_lab.config import TrainConfig
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_splits
-from mnist_lab.errors import UserError
+from mnist_lab.errors import UserError, first_line
 from mnist_lab.record import ModelRecord, write_json
 from mnist_lab.store import OutputLock, check_output_dir, check_replaceable, check_writable_dir
 from mnist_lab.training import train
@@ -68,6 +69,38 @@ def make_tuner(config, hypermodel, role):
     return tuner
 
 
+@contextlib.contextmanager
+def state_written_whole():
+    """While it lasts, keras-tuner writes its state files (oracle.json, tuner0.json, trial.json) whole
+    or not at all: it writes them in place, and a kill mid-write left an empty file that no later
+    run could read."""
+    def save_json(path, obj):
+        text = json.dumps(obj)
+        partial = f"{path}.partial-{os.getpid()}"
+        with open(partial, "w") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+        return text
+
+    original = keras_tuner_utils.save_json
+    keras_tuner_utils.save_json = save_json
+    try:
+        yield
+    finally:
+        keras_tuner_utils.save_json = original
+
+
+def check_state_files(config):
+    """Refuse, in one line, a search whose keras-tuner state cannot be read (written before the above)."""
+    for path in sorted([*config.project_dir.glob("*.json"), *config.project_dir.glob("trial_*/trial.json")]):
+        try:
+            json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise UserError(f"{path}: keras-tuner's state is damaged ({first_line(error)}), so the search cannot "
+                            f"resume from it; --fresh starts it afresh (move {config.project_dir} aside first to "
+                            "keep what its trials recorded)") from None
+
+
 def search_settings(config, data):
     """What must match for a search to be resumed rather than started afresh (max trials may grow)."""
     return {"tuner": config.tuner, "space": space_config(), "epochs": config.epochs,
@@ -102,6 +135,7 @@ def prepare_state(config, data, log):
         log(f"--fresh: discarding the search in {config.project_dir}")
         shutil.rmtree(config.project_dir)
     check_settings(config, settings)
+    check_state_files(config)
     config.project_dir.mkdir(parents=True, exist_ok=True)
     write_json(settings, config.project_dir / SEARCH_FILE)
 
@@ -125,7 +159,7 @@ def run_trials(config, splits, role):
     """This process's part of the search: all of it, or a chief's or a worker's share."""
     verbose = config.verbose if config.verbose is not None else (1 if os.isatty(1) else 2)
     tuner = make_tuner(config, MlpHyperModel(splits, config.epochs, config.seed, verbose), role)
-    if tuner.oracle.trials and not role.is_worker:
+    if not role.is_worker and tuner.oracle.trials:  # a worker's oracle is the chief's, over gRPC
         done = sum(trial.status == "COMPLETED" for trial in tuner.oracle.trials.values())
         print(f"resuming the search in {config.project_dir}: {done} of {len(tuner.oracle.trials)} trials "
               "finished; an unfinished one runs again", flush=True)
@@ -190,10 +224,11 @@ def search(config, log=print, argv=None):
     if not role.finishes:
         if (config.project_dir / SEARCH_FILE).is_file():  # a worker sharing the chief's folder: same search?
             check_settings(config, search_settings(config, data))
-        run_trials(config, splits, role)
+        with state_written_whole():
+            run_trials(config, splits, role)
         return None
     check_replaceable(config.output_dir(), len(splits.x_train), config.final_epochs, config.replace)  # not after it
-    with OutputLock(config.project_dir, flag="--project-name"):
+    with OutputLock(config.project_dir, flag="--project-name"), state_written_whole():
         prepare_state(config, data, log)
         start = time.perf_counter()
         if role.supervises(config):
