@@ -21,6 +21,7 @@ from mnist_lab.config import MEMBERS_DIR
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import make_splits, to_model_input
 from mnist_lab.errors import UserError
+from mnist_lab.lock import OutputLock
 from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord, environment, write_json
 from mnist_lab.training import train
 from models import INPUT_SHAPE, REGISTRY
@@ -159,7 +160,7 @@ def run_ensemble(config, count, data=None, log=print):
         epochs_run=summary["epochs"], training_seconds=round(sum(record.training_seconds for _, record in members), 2),
         seconds_per_epoch=round(summary["seconds_per_epoch"]["mean"], 2),
         validation_accuracy=round(validation_accuracy, 6), test_accuracy=round(test_accuracy, 6))
-    with store.OutputLock(output):
+    with OutputLock(output):
         store.recover_interrupted(output.parent, log, own=output.name)
         store.write_model_folder(model, output, record)
     member_figures = summary["test_accuracy"]

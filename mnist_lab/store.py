@@ -4,20 +4,15 @@ A model folder is a TensorFlow SavedModel (`serving_default`: `image` float32 (N
 in [0, 1] -> `probabilities` (None, 10)), with `model.keras`, `metadata.json` (a ModelRecord),
 `history.csv` and `curves.png` beside it.
 
-Writing is safe against kills: a writer holds the folder's lock (`.cnn.lock`, a flock the kernel
-releases however the process dies), builds the new folder in a hidden staging folder and swaps it
-in whole. Only writers clean up what a killed writer left; readers (evaluate, predict, serve) never
+Writing is safe against kills: a writer holds the folder's lock (mnist_lab/lock.py), builds the
+new folder in a hidden staging folder and swaps it in whole. Only writers clean up what a killed writer left; readers (evaluate, predict, serve) never
 create, rename or delete anything here, so they work on a read-only models folder.
 """
 
 import csv
 import ctypes
-import fcntl
 import os
-import shlex
 import shutil
-import sys
-import time
 from pathlib import Path
 
 import keras
@@ -27,6 +22,7 @@ import tensorflow as tf
 from mnist_lab import plots
 from mnist_lab.cli import counted
 from mnist_lab.errors import ModelError, UserError, first_line
+from mnist_lab.lock import is_locked
 from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord
 from models import INPUT_SHAPE, NUM_CLASSES
 
@@ -178,7 +174,7 @@ def write_history(history, seconds, path):
 def write_model_folder(model, output, record, history=None, epoch_seconds=None):
     """SavedModel, model.keras, history, curves and record, swapped into `output` only when complete.
 
-    The caller holds `output`'s lock (OutputLock).
+    The caller holds `output`'s lock (mnist_lab.lock.OutputLock).
     """
     staging = output.parent / f".{output.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -246,61 +242,3 @@ def recover_interrupted(models_dir, log=print, own=None):
             log(f"recovered {target}: an earlier export was interrupted while replacing it")
         else:
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def lock_path(output):
-    return output.parent / f".{output.name}.lock"
-
-
-class OutputLock:
-    """An exclusive, non-blocking lock on a model folder for the length of a `with` block.
-
-    The lock file names its holder while held and is removed when the block ends.
-    """
-
-    def __init__(self, output, flag="--output"):
-        self.output = Path(output)
-        self.path = lock_path(self.output)
-        self.flag = flag  # the flag that chooses another folder, for the message
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            self._handle = open(self.path, "a+")
-            try:
-                fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._handle.seek(0)
-                holder = self._handle.read().strip() or "another process"
-                self._handle.close()
-                raise UserError(f"{self.output} is being written by another run ({holder}); wait for it "
-                                f"to finish or choose another {self.flag}") from None
-            try:  # the holder before us may have removed the file we opened: then lock the new one
-                if os.stat(self.path).st_ino == os.fstat(self._handle.fileno()).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            self._handle.close()
-        self._handle.truncate(0)
-        self._handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                           f"{shlex.join([os.path.basename(sys.executable), *sys.argv])}")
-        self._handle.flush()
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)  # while still held: nobody can lock the file we remove
-        self._handle.close()  # closing releases the flock
-
-
-def is_locked(output):
-    """Whether some process holds the lock on this model folder right now."""
-    try:
-        handle = open(lock_path(Path(output)))
-    except OSError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False

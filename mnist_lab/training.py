@@ -17,6 +17,7 @@ from mnist_lab.cli import counted
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
+from mnist_lab.lock import OutputLock
 from mnist_lab.record import ModelRecord
 from mnist_lab.schedules import OneCycle
 from models import NUM_CLASSES, REGISTRY
@@ -143,7 +144,7 @@ def train(config, data=None, log=print, spec=None, **record_fields):
     check_batch_size(recipe.batch_size, splits)
     store.check_replaceable(output, len(splits.x_train), recipe.epochs, config.replace)
     # Input is checked; from here on this run writes, so it must be the only one writing here.
-    with store.OutputLock(output):
+    with OutputLock(output):
         store.recover_interrupted(output.parent, log, own=output.name)
         return _train_holding_lock(config, spec, recipe, data, splits, output, log, record_fields)
 

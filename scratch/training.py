@@ -9,6 +9,7 @@ from mnist_lab.cli import counted
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_splits, to_model_input
 from mnist_lab.errors import UserError
+from mnist_lab.lock import OutputLock
 from mnist_lab.record import ModelRecord
 from scratch import layers, network
 from scratch.train import NAME, SPEC
@@ -73,7 +74,7 @@ def train_scratch(config, data=None, log=print):
         NAME, SPEC, config, model, data, splits, epochs_run=epochs, training_seconds=round(training_seconds, 2),
         seconds_per_epoch=round(training_seconds / epochs, 2),
         validation_accuracy=round(history["val_accuracy"][-1], 6), test_accuracy=round(test_accuracy, 6))
-    with store.OutputLock(output):
+    with OutputLock(output):
         store.recover_interrupted(output.parent, log, own=output.name)
         store.write_model_folder(model, output, record, history, epoch_seconds)
     log(f"{NAME}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "

@@ -13,6 +13,7 @@ import pytest
 from mnist_lab import store
 from mnist_lab.config import TrainConfig
 from mnist_lab.errors import UserError
+from mnist_lab.lock import OutputLock, is_locked
 from mnist_lab.record import ModelRecord
 from models import REGISTRY
 from tests.conftest import ROOT
@@ -88,15 +89,15 @@ def test_a_record_round_trips_and_leaves_out_what_it_lacks(tmp_path):
 
 def test_the_lock_refuses_a_second_writer_and_leaves_no_file(tmp_path):
     output = tmp_path / "models" / "cnn"
-    with store.OutputLock(output):
-        assert store.is_locked(output)
+    with OutputLock(output):
+        assert is_locked(output)
         assert f"pid {os.getpid()}" in (tmp_path / "models" / ".cnn.lock").read_text()
         with pytest.raises(UserError, match=f"is being written by another run \\(pid {os.getpid()}"):
-            with store.OutputLock(output):
+            with OutputLock(output):
                 pass
-    assert not store.is_locked(output)
+    assert not is_locked(output)
     assert list((tmp_path / "models").iterdir()) == []
-    with store.OutputLock(output):  # and it can be taken again
+    with OutputLock(output):  # and it can be taken again
         pass
 
 

@@ -22,7 +22,8 @@ from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_splits
 from mnist_lab.errors import UserError, first_line
 from mnist_lab.record import ModelRecord, write_json
-from mnist_lab.store import OutputLock, check_output_dir, check_replaceable, check_writable_dir
+from mnist_lab.lock import OutputLock
+from mnist_lab.store import check_output_dir, check_replaceable, check_writable_dir
 from mnist_lab.training import train
 from mnist_lab.tuning import HYPERBAND_FACTOR, MODEL_NAME, OBJECTIVE, SEARCH_FILE
 from mnist_lab.tuning.report import ReportingTuner, write_report
