@@ -7,9 +7,10 @@
 4. Otherwise a DataError naming every place tried.
 
 Whatever the source, the arrays are held to the SHA-256 checksums of the official MNIST and, when
-they match, written once in the Keras layout to `mnist-verified.npz`. Keras' own `mnist.npz` is only
-ever read: Keras checks that file against its download's hash, so a rewritten one would make
-`keras.datasets.mnist.load_data()` throw it away and try to download again.
+they match, written once in the Keras layout to `mnist-verified.npz` (again over a damaged one, from
+whichever source serves instead). Keras' own `mnist.npz` is only ever read: Keras checks that file
+against its download's hash, so a rewritten one would make `keras.datasets.mnist.load_data()` throw
+it away and try to download again.
 """
 
 import functools
@@ -222,9 +223,11 @@ def load_cached(path):
 def download_with_keras():
     import keras
 
-    # An absolute path: Keras reads KERAS_HOME once, at import, and must use the same file as we do.
+    # Keras 3 refuses a path here, only a file name, kept in $KERAS_HOME/datasets (keras_cache_path());
+    # without that folder it falls back to /tmp/.keras. It downloads again over a damaged copy.
     try:
-        return tuple(np.asarray(a) for pair in keras.datasets.mnist.load_data(path=str(keras_cache_path()))
+        keras_datasets_dir().mkdir(parents=True, exist_ok=True)
+        return tuple(np.asarray(a) for pair in keras.datasets.mnist.load_data(path=keras_cache_path().name)
                      for a in pair)
     except Exception as error:  # Keras wraps every network failure differently
         raise DataError(f"keras.datasets.mnist.load_data() failed: {first_line(error)}") from None
@@ -235,13 +238,14 @@ def load_mnist(data_dir=None, log=print):
     if data_dir is not None:
         arrays, source = load_data_dir(data_dir)
         verified = matches_mnist(arrays)
-        if verified and not any(is_valid_cache(path) for path in cache_paths()):
+        if verified and verified_cache_wanted():
             write_cache(arrays, verified_cache_path(), log)
         data = Mnist(*arrays, source=source, verified=verified)
         log(f"data: {source} ({data.checksum_status})")
         return data
 
     tried = []
+    rewrite = False  # a damaged mnist-verified.npz: whichever source serves next writes it again
     for cache in cache_paths():
         if not cache.is_file():
             tried.append(f"the cache {cache} (does not exist)")
@@ -251,7 +255,10 @@ def load_mnist(data_dir=None, log=print):
         except DataError as error:
             log(f"data: cached file rejected: {error}; looking further")
             tried.append(f"the cache {error}")
+            rewrite = rewrite or cache == verified_cache_path()
             continue
+        if rewrite:
+            write_cache(arrays, verified_cache_path(), log)
         log(f"data: the cache {cache} (checksums verified)")
         return Mnist(*arrays, source=f"cache {cache}", verified=True)
 
@@ -267,12 +274,20 @@ def load_mnist(data_dir=None, log=print):
         if not matches_mnist(arrays):
             tried.append(f"{name} (checksums do not match the official MNIST)")
             continue
-        if keep:
+        if keep or rewrite:
             write_cache(arrays, verified_cache_path(), log)
         log(f"data: {name} (checksums verified)")
         return Mnist(*arrays, source=name, verified=True)
 
     raise DataError("MNIST not found; tried " + "; ".join(tried) + f". To fix it, {HOW_TO_SUPPLY}")
+
+
+def verified_cache_wanted():
+    """Whether verified arrays should be written to `mnist-verified.npz`: it is damaged (left so, it
+    would be rejected on every run), or it is missing and Keras' `mnist.npz` cannot serve instead."""
+    if verified_cache_path().is_file():
+        return not is_valid_cache(verified_cache_path())
+    return not is_valid_cache(keras_cache_path())
 
 
 def is_valid_cache(path):
