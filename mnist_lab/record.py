@@ -18,7 +18,7 @@ import numpy
 import sklearn
 import tensorflow
 
-from mnist_lab.machine import cpu_name
+from mnist_lab.machine import cpu_name, native_bfloat16
 from models import Recipe
 
 METADATA_FILE = "metadata.json"
@@ -120,5 +120,6 @@ def environment():
     return {
         "versions": {"python": platform.python_version(), "tensorflow": tensorflow.__version__,
                      "keras": keras.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "native_bfloat16": native_bfloat16(),
+                    "system": platform.platform()},
     }

@@ -18,6 +18,7 @@ from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import check_batch_size, make_dataset, make_splits
 from mnist_lab.errors import UserError
 from mnist_lab.lock import OutputLock
+from mnist_lab.machine import native_bfloat16
 from mnist_lab.record import ModelRecord
 from mnist_lab.schedules import OneCycle
 from models import NUM_CLASSES, REGISTRY
@@ -91,8 +92,9 @@ class CtrlC(keras.callbacks.Callback):
 
 
 def build_model(spec, recipe):
-    """The model, under Keras' mixed bfloat16 policy when the recipe asks; the global policy is restored."""
-    if not recipe.mixed_bfloat16:
+    """The model, under Keras' mixed bfloat16 policy when the recipe asks and the CPU computes bfloat16
+    natively (emulated, it is slower than float32); the global policy is restored."""
+    if not (recipe.mixed_bfloat16 and native_bfloat16()):
         return spec.build()
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -152,6 +154,9 @@ def train(config, data=None, log=print, spec=None, **record_fields):
 def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_fields):
     log(f"{config.model}: {len(splits.x_train)} training, {len(splits.x_val)} validation, "
         f"{len(splits.x_test)} test images; {recipe.describe()}")
+    if recipe.mixed_bfloat16 and not native_bfloat16():
+        log(f"{config.model}: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it computes in float32, "
+            "which is faster here than emulated bfloat16")
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:

@@ -204,8 +204,12 @@ def test_the_cnn_learns_real_mnist(real_mnist, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_one_cycle_bfloat16_recipe_trains_saves_and_reloads(tmp_path, synthetic_dir, synthetic_arrays):
+def test_the_one_cycle_bfloat16_recipe_trains_saves_and_reloads(tmp_path, synthetic_dir, synthetic_arrays,
+                                                                 monkeypatch):
     """fast_cnn: custom schedule in model.keras, bfloat16 compute, float32 probabilities served."""
+    from mnist_lab import training
+
+    monkeypatch.setattr(training, "native_bfloat16", lambda: True)  # bfloat16 even where it is emulated
     config = TrainConfig(model="fast_cnn", data_dir=str(synthetic_dir), validation_size=200,
                          output=str(tmp_path / "fast"), verbose=0)
     record = train(config, log=quiet)
@@ -219,6 +223,23 @@ def test_the_one_cycle_bfloat16_recipe_trains_saves_and_reloads(tmp_path, synthe
     eager = np.asarray(reloaded(images, training=False))
     np.testing.assert_allclose(served, eager, atol=0.03)  # bfloat16 keeps about 3 significant digits
     np.testing.assert_array_equal(served.argmax(axis=1), eager.argmax(axis=1))
+
+
+def test_bfloat16_is_asked_for_by_the_recipe_and_used_only_where_the_cpu_computes_it(monkeypatch):
+    from mnist_lab import machine, training
+    from models import REGISTRY
+
+    recipe = REGISTRY["fast_cnn"].recipe
+    for native, dtype in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(training, "native_bfloat16", lambda native=native: native)
+        model = training.build_model(REGISTRY["fast_cnn"], recipe)
+        assert model.layers[1].compute_dtype == dtype and model.output.dtype == "float32"
+    monkeypatch.setattr(machine, "cpuinfo", lambda field: "fpu avx2 fma avx512_bf16" if field == "flags" else None)
+    machine.native_bfloat16.cache_clear()
+    try:
+        assert machine.native_bfloat16()
+    finally:
+        machine.native_bfloat16.cache_clear()
 
 
 def test_one_cycle_rises_then_falls_to_zero():
