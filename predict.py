@@ -3,13 +3,18 @@
     python predict.py my_digit.png photo.jpg
     python predict.py scan.png --model lenet5 --json
     python predict.py drawing.gif --show          # also writes reports/predict/drawing.png
+    curl -s https://example.org/7.png | python predict.py -   # - reads the image from stdin
 
-Any size, RGB, grey or with alpha, dark ink on light paper or the reverse: each image is prepared
-the way MNIST digits were (see mnist_lab/preprocess.py). Exits 1 if any file could not be read.
+Up to 16 million pixels, RGB, grey or with alpha, dark ink on light paper or the reverse: each
+image is prepared the way MNIST digits were (see mnist_lab/preprocess.py). A file that cannot be
+read or predicted gets one line on stderr and the others are still predicted; the exit status is
+then 1.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,11 +23,13 @@ from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
 
 SHOW_DIR = "reports/predict"
+STDIN = "-"
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF)")
+    parser.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP); - reads one from stdin")
     parser.add_argument("--model", help="model folder under --models-dir (default: the best test accuracy among the models "
                         "tested on the full test set)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
@@ -30,6 +37,39 @@ def parse_args(argv=None):
     parser.add_argument("--show", nargs="?", const=SHOW_DIR, metavar="DIR",
                         help=f"write a PNG per image of what the model saw beside its prediction (default DIR: {SHOW_DIR})")
     return parser.parse_args(argv)
+
+
+def read_image(argument):
+    """(name, bytes) of a file, or of stdin for `-`."""
+    if argument == STDIN:
+        try:
+            data = sys.stdin.buffer.read()
+        except (AttributeError, OSError) as error:  # no stdin at all, or one that cannot be read
+            raise UserError(f"<stdin>: cannot read it ({getattr(error, 'strerror', None) or error})") from None
+        if not data:
+            raise UserError("<stdin>: no image was piped in (e.g. `python predict.py - < digit.png`)")
+        return "<stdin>", data
+    path = Path(argument)
+    if not path.is_file():
+        raise UserError(f"{path}: {'a folder, not an image file' if path.is_dir() else 'no such file'}")
+    try:
+        return str(path), path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read it ({error.strerror})") from None
+
+
+def write_shown(plots, prediction, path, title):
+    """The --show figure, written under a temporary name and renamed: a failed write (a full disk)
+    leaves no partial file and is one line."""
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
+    try:
+        plots.seen_and_probabilities(prediction.seen, prediction.probabilities, partial, title)
+        os.replace(partial, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise UserError(f"--show {path.parent}: cannot write {path.name} ({error.strerror or error}); "
+                        "free some space or choose another --show DIR") from None
 
 
 def main(argv=None):
@@ -47,35 +87,28 @@ def main(argv=None):
         print(f"model: {predictor.name} ({reason})")
     failed = 0
     shown_names = set()
-    for path in map(Path, args.images):
+    for argument in args.images:
         try:
-            if not path.is_file():
-                raise UserError(f"{path}: {'a folder, not an image file' if path.is_dir() else 'no such file'}")
-            try:
-                data = path.read_bytes()
-            except OSError as error:
-                raise UserError(f"{path}: cannot read it ({error.strerror})") from None
-            prediction = predictor.predict(data, name=str(path))
+            name, data = read_image(argument)
+            prediction = predictor.predict(data, name=name)
+            if args.json:  # allow_nan=False: a NaN can never make the line invalid JSON
+                print(json.dumps({"file": name, "model": predictor.name, "model_chosen": reason,
+                                  **prediction.to_dict()}, allow_nan=False))
+            else:
+                top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())
+                print(f"{name}: {prediction.digit} ({100 * prediction.probability:.1f} %)   top 3: {top}")
+            if args.show:
+                stem = "stdin" if argument == STDIN else Path(argument).stem
+                while stem in shown_names:  # a/7.png and b/7.jpg must not overwrite each other
+                    stem += "_"
+                shown_names.add(stem)
+                shown = Path(args.show) / f"{stem}.png"
+                write_shown(plots, prediction, shown, f"{Path(name).name}: {prediction.digit} ({predictor.name})")
+                if not args.json:
+                    print(f"  as the model saw it: {shown}")
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
-            continue
-        if args.json:
-            print(json.dumps({"file": str(path), "model": predictor.name, "model_chosen": reason,
-                              **prediction.to_dict()}))
-        else:
-            top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())
-            print(f"{path}: {prediction.digit} ({100 * prediction.probability:.1f} %)   top 3: {top}")
-        if args.show:
-            stem = path.stem
-            while stem in shown_names:  # a/7.png and b/7.jpg must not overwrite each other
-                stem += "_"
-            shown_names.add(stem)
-            shown = Path(args.show) / f"{stem}.png"
-            plots.seen_and_probabilities(prediction.seen, prediction.probabilities, shown,
-                                         f"{path.name}: {prediction.digit} ({predictor.name})")
-            if not args.json:
-                print(f"  as the model saw it: {shown}")
     return 1 if failed else 0
 
 

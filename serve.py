@@ -5,6 +5,10 @@
 
 Open the address in a browser and draw a digit; or
     curl -F image=@digit.png http://127.0.0.1:8000/predict
+
+On a loopback --host (the default) only requests addressed to localhost, 127.0.0.1 or [::1] are
+answered, so a web page cannot reach the server through DNS rebinding; docs/your-digits.md has
+the limits on uploads, pixels and concurrent decodes.
 """
 
 import argparse
@@ -19,7 +23,9 @@ def parse_args(argv=None):
     parser.add_argument("--model", help="model folder under --models-dir (default: the best test accuracy among the models "
                         "tested on the full test set)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; on a loopback address, "
+                        "requests whose Host header names another machine are refused)")
     parser.add_argument("--port", type=port_number(), default=8000, help="port to listen on (default: 8000)")
     return parser.parse_args(argv)
 
@@ -34,7 +40,7 @@ def main(argv=None):
 
     folder, reason = choose_model(args.models_dir, args.model)
     check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
-    app = create_app(folder, args.models_dir)
+    app = create_app(folder, args.models_dir, host=args.host)
     print(f"serving {folder.name} ({reason}) on http://{args.host}:{args.port}  (Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -13,7 +13,7 @@ from PIL import Image
 
 from mnist_lab import preprocess, store
 from mnist_lab.config import MODELS_DIR
-from mnist_lab.errors import UserError
+from mnist_lab.errors import ModelError, UserError
 from mnist_lab.record import FULL_TEST_SET, ModelRecord
 
 
@@ -74,7 +74,14 @@ class DigitPredictor:
         self.classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # trace once, before any request
 
     def predict(self, data, name="image"):
-        seen = preprocess.prepare_bytes(data, name)
+        return self.predict_prepared(preprocess.prepare_bytes(data, name), name)
+
+    def predict_prepared(self, seen, name="image"):
+        """The prediction for a (28, 28) image from `preprocess`; a model that answers NaN or
+        infinity (diverged or damaged) is a ModelError, never a NaN in the output."""
         probabilities = self.classifier.predict(seen[np.newaxis, :, :, np.newaxis])[0]
+        if not np.isfinite(probabilities).all():
+            raise ModelError(f"{name}: the model {self.name} answered NaN or infinity instead of probabilities "
+                             "(a diverged or damaged model); retrain it, or choose another with --model")
         digit = int(np.argmax(probabilities))
         return Prediction(digit, float(probabilities[digit]), probabilities.tolist(), seen)

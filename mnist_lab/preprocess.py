@@ -5,23 +5,36 @@ and placing it in a 28x28 field with its centre of mass at the centre, white ink
 and drawings differ in every respect, so `prepare_digit` redoes those steps:
 greyscale -> light background detected and inverted -> contrast stretched -> cropped to the ink ->
 longer side scaled to 20 pixels -> centre of mass placed at the centre of a 28x28 field.
-`python predict.py` and `python serve.py` both use it.
+`python predict.py` and `python serve.py` both use it. Whatever the bytes, the result is that
+(28, 28) input or an ImageError, one line saying what is wrong.
 """
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
-from mnist_lab.errors import UserError
+from mnist_lab.errors import UserError, first_line
 
 FIELD = 28  # MNIST's image size
 BOX = 20  # MNIST scaled every digit to fit a 20x20 box
 INK_THRESHOLD = 0.2  # fraction of full contrast above which a pixel counts as ink for cropping
 MIN_CONTRAST = 0.08  # below this the picture holds no digit, only paper or noise
-MAX_PIXELS = 25_000_000  # refuse decompression bombs long before memory runs out
+# At most 4 bytes a pixel once decoded, so one decode stays under about 64 MB.
+MAX_PIXELS = 16_000_000
+# A JPEG decodes at 1/2 to 1/8 of its size (draft, below), so a 48-megapixel phone photo costs a few MB.
+MAX_JPEG_PIXELS = 50_000_000
 WORKING_SIZE = 1024  # larger pictures are shrunk first: a digit needs no more, memory stays small
+# Pillow's names for the formats read here. Any other (EPS runs Ghostscript, PDF, PSD, ...) is refused unread.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
+USE_FORMATS = "use PNG, JPEG, BMP, GIF, TIFF or WebP"
+
+# Pillow warns about odd metadata and about sizes near its own bomb limit; we refuse far smaller images
+# ourselves, and a warning on stderr would break predict.py's one line per file.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", module=r"PIL\.")
 
 
 class ImageError(UserError):
@@ -32,48 +45,79 @@ class ImageTooLarge(ImageError):
     """More pixels than MAX_PIXELS."""
 
 
+def too_large(name, pixels, limit=MAX_PIXELS):
+    return ImageTooLarge(f"{name}: {pixels} pixels is too large (at most {limit:,} pixels)")
+
+
 def open_image(data, name="image"):
-    """Decode bytes (PNG, JPEG, BMP, GIF, ...) into a PIL image, or raise ImageError."""
+    """Decode bytes in one of FORMATS into a PIL image at most WORKING_SIZE a side, or raise ImageError.
+
+    The size is checked from the header before any pixel is decoded, so a small file of huge
+    dimensions costs nothing."""
     try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > MAX_PIXELS:
-            raise ImageTooLarge(f"{name}: {image.width}x{image.height} pixels is too large "
-                                f"(at most {MAX_PIXELS:,} pixels)")
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours
+        raise too_large(name, f"more than {2 * Image.MAX_IMAGE_PIXELS:,}") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file in a format read here; {USE_FORMATS}") from None
+    except Exception as error:  # a damaged header: Pillow's plugins raise many types
+        raise ImageError(f"{name}: a damaged or unreadable image ({first_line(error)}); {USE_FORMATS}") from None
+    limit = MAX_JPEG_PIXELS if image.format == "JPEG" else MAX_PIXELS
+    if image.width * image.height > limit:
+        raise too_large(name, f"{image.width}x{image.height}", limit)
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"{name}: a damaged image ({image.width}x{image.height} pixels); {USE_FORMATS}")
+    try:
         image.draft("L", (WORKING_SIZE, WORKING_SIZE))  # JPEG decodes straight at a reduced size
         image.load()
         if max(image.size) > WORKING_SIZE:
             image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image file; use PNG, JPEG, BMP or GIF") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageError(f"{name}: a damaged or unreadable image ({error}); use PNG, JPEG, BMP or GIF") from None
-    return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+        return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
+    except Image.DecompressionBombError:
+        raise too_large(name, f"more than {2 * Image.MAX_IMAGE_PIXELS:,}") from None
+    except Exception as error:  # damaged data: struct.error, EOFError, OSError, SyntaxError, ... from the decoders
+        raise ImageError(f"{name}: a damaged or unreadable image ({first_line(error)}); {USE_FORMATS}") from None
 
 
-def to_grey(image):
+def finite_to_unit(values, name):
+    """Float or wide-integer pixels -> [0, 1]: NaN becomes the median, infinities the extremes."""
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ImageError(f"{name}: no digit found (no pixel has a finite value)")
+    low, high = values[finite].min(), values[finite].max()
+    if high <= low:
+        return np.zeros(values.shape, np.float32)
+    values = np.where(np.isnan(values), np.median(values[finite]), np.clip(values, low, high))
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def to_grey(image, name="image"):
     """Greyscale in [0, 1]. Transparent pixels become paper: the image is composited over the
     background colour that contrasts with its ink."""
-    if image.mode in ("F", "I", "I;16", "I;16B", "I;16L"):  # float or 16/32-bit greyscale: scale to [0, 1]
-        values = np.asarray(image, np.float32)
-        low, high = float(values.min()), float(values.max())
-        return (values - low) / (high - low) if high > low else np.zeros_like(values)
-    image = image.convert("RGBA") if image.mode in ("P", "LA", "PA") or "transparency" in image.info else image
-    if image.mode == "RGBA":
-        alpha = np.asarray(image.getchannel("A"), np.float32) / 255
-        colour = np.asarray(image.convert("L"), np.float32) / 255
-        if alpha.min() < 1:
-            ink = colour[alpha > 0.5]
-            paper = 0.0 if ink.size and ink.mean() > 0.5 else 1.0  # light ink goes on dark paper
-            return alpha * colour + (1 - alpha) * paper
-        return colour
-    return np.asarray(image.convert("L"), np.float32) / 255
+    if image.mode in ("F", "I") or image.mode.startswith("I;16"):  # float or 16/32-bit greyscale
+        return finite_to_unit(np.asarray(image, np.float64), name)
+    if image.mode in ("LAB", "HSV"):  # Pillow cannot convert these to greyscale; lightness is one band
+        return np.asarray(image.getchannel("L" if image.mode == "LAB" else "V"), np.float32) / 255
+    try:
+        if image.mode in ("P", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+            image = image.convert("RGBA")
+        if image.mode == "RGBA":
+            alpha = np.asarray(image.getchannel("A"), np.float32) / 255
+            colour = np.asarray(image.convert("L"), np.float32) / 255
+            if alpha.min() < 1:
+                ink = colour[alpha > 0.5]
+                paper = 0.0 if ink.size and ink.mean() > 0.5 else 1.0  # light ink goes on dark paper
+                return alpha * colour + (1 - alpha) * paper
+            return colour
+        return np.asarray(image.convert("L"), np.float32) / 255
+    except ValueError as error:  # a mode Pillow cannot convert
+        raise ImageError(f"{name}: its colour mode {image.mode} cannot be read ({first_line(error)}); "
+                         "save it as RGB or greyscale") from None
 
 
 def prepare_digit(image, name="image"):
     """A PIL image of one digit -> float32 (28, 28) in [0, 1], white ink on black, MNIST-style."""
-    grey = to_grey(image)
+    grey = to_grey(image, name)
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     if np.median(border) > 0.5:  # light paper, dark ink: MNIST is the other way round
         grey = 1 - grey
@@ -92,6 +136,8 @@ def prepare_digit(image, name="image"):
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     digit = Image.fromarray((ink * 255).astype(np.uint8)).resize(size, Image.Resampling.LANCZOS)
     digit = np.asarray(digit, np.float32) / 255
+    if not digit.any():  # ink too thin or too sparse to survive the scaling: dots far apart on a large page
+        raise ImageError(f"{name}: no digit found (the marks are too thin or too far apart to show at {BOX} pixels)")
 
     # Place the digit so its centre of mass lands on the field's centre, as MNIST did.
     centre_y, centre_x = ndimage.center_of_mass(digit)

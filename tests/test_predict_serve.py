@@ -9,19 +9,27 @@ import io
 import json
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
+from mnist_lab import preprocess
 from mnist_lab.cli import free_port
 from mnist_lab.data.pipeline import to_model_input
-from mnist_lab.preprocess import ImageError, prepare_bytes
+from mnist_lab.preprocess import ImageError, ImageTooLarge, prepare_bytes
+from mnist_lab.serving import DECODERS
 from mnist_lab.store import SavedModelClassifier
 from tests.conftest import ROOT
 
@@ -100,8 +108,117 @@ def test_what_is_not_a_digit_is_named():
         prepare_bytes(encode(Image.new("RGB", (200, 200), "white"), "PNG")[:120])
 
 
-def run_script(*args):
-    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def png_claiming(width, height):
+    """A PNG whose header claims width x height but which holds a few bytes of pixels: decoding it fails,
+    so refusing it for its size proves that the size was checked before any decoding."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000)))
+            + chunk(b"IEND", b""))
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 14 4 moveto 14 24 lineto stroke\n%%EOF\n"
+
+
+def test_the_size_is_checked_before_decoding():
+    with pytest.raises(ImageError, match="damaged or unreadable"):
+        prepare_bytes(png_claiming(100, 100))
+    with pytest.raises(ImageTooLarge, match="5000x5000 pixels is too large \\(at most 16,000,000 pixels\\)"):
+        prepare_bytes(png_claiming(5000, 5000))
+    with pytest.raises(ImageTooLarge, match="more than 178,956,970 pixels is too large"):  # Pillow's own bomb limit
+        prepare_bytes(png_claiming(20000, 10000))
+
+
+def bar(mode="L", size=(60, 60)):
+    """A dark vertical bar (a 1) on light paper."""
+    picture = np.full(size[::-1], 250, np.uint8)
+    picture[size[1] // 6:-size[1] // 6, size[0] // 2 - 2:size[0] // 2 + 2] = 10
+    return Image.fromarray(picture).convert(mode)
+
+
+def test_only_the_documented_formats_are_read():
+    for fmt in preprocess.FORMATS:
+        seen = prepare_bytes(encode(bar(), fmt))
+        assert seen.max() > 0.9 and abs(ndimage.center_of_mass(seen)[1] - 14) < 1, fmt
+    # EPS would run Ghostscript; it is refused before any plugin but the allowed ones looks at it.
+    with pytest.raises(ImageError, match="not an image file in a format read here; use PNG, JPEG, BMP, GIF, TIFF or W"):
+        prepare_bytes(EPS)
+    with pytest.raises(ImageError, match="not an image file"):
+        prepare_bytes(encode(bar(), "PCX"))
+
+
+def float_tiff(values):
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(values, np.float32), "F").save(buffer, "TIFF")
+    return buffer.getvalue()
+
+
+def dotted_page():
+    """A white 1000x1000 page with a black dot every 30 pixels: all zeros once scaled to 20 pixels."""
+    page = np.full((1000, 1000), 255, np.uint8)
+    page[::30, ::30] = 0
+    return encode(Image.fromarray(page), "PNG")
+
+
+def lab_tiff():
+    lab = np.stack([np.asarray(bar()), np.full((60, 60), 128, np.uint8), np.full((60, 60), 128, np.uint8)], axis=-1)
+    return encode(Image.fromarray(lab, "LAB"), "TIFF")
+
+
+def with_special(value, everywhere=False):
+    picture = np.asarray(bar(), np.float32) / 255
+    if everywhere:
+        picture[:] = value
+    else:
+        picture[3, 3] = value
+    return float_tiff(picture)
+
+
+# Images that decode, then once crashed a later step (a traceback in predict.py, 500 from the server):
+# name -> (file, the one-line refusal expected, or None for a prepared 1).
+DECODABLE = {
+    "a dot every 30 px on a 1000x1000 page": (dotted_page, "no digit found \\(the marks are too thin or too far apart"),
+    "a float TIFF with an inf pixel": (lambda: with_special(np.inf), None),
+    "a float TIFF with a -inf pixel": (lambda: with_special(-np.inf), None),
+    "a float TIFF with a NaN pixel": (lambda: with_special(np.nan), None),
+    "a float TIFF of NaN only": (lambda: with_special(np.nan, everywhere=True), "no digit found \\(no pixel has a"),
+    "a constant float TIFF": (lambda: with_special(0.5, everywhere=True), "no digit found"),
+    "a LAB TIFF": (lab_tiff, None),
+    "a 1x1 image": (lambda: encode(Image.new("L", (1, 1), 7), "PNG"), "no digit found"),
+    "a 1x1000 image of a line": (lambda: encode(bar(size=(1, 1000)), "PNG"), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECODABLE))
+def test_images_that_decode_are_prepared_or_refused_in_one_line(case):
+    make, refusal = DECODABLE[case]
+    if refusal:
+        with pytest.raises(ImageError, match=refusal):
+            prepare_bytes(make())
+        return
+    seen = prepare_bytes(make())
+    assert seen.shape == (28, 28) and np.isfinite(seen).all() and seen.min() >= 0 and seen.max() <= 1
+    assert seen.max() > 0.9 and abs(ndimage.center_of_mass(seen)[1] - 14) < 1, "the bar, centred"
+
+
+@pytest.mark.parametrize("orientation, stored_as", [
+    (3, Image.Transpose.ROTATE_180), (6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+    (2, Image.Transpose.FLIP_LEFT_RIGHT), (5, Image.Transpose.TRANSPOSE)])
+def test_exif_orientation_is_applied(orientation, stored_as):
+    upright = np.full((80, 60), 250, np.uint8)
+    upright[10:70, 25:31] = 10  # an L: a stem and a foot to the right, so every rotation differs
+    upright[62:70, 25:50] = 10
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored = encode(Image.fromarray(upright).transpose(stored_as), "PNG", exif=exif.tobytes())
+    np.testing.assert_allclose(prepare_bytes(stored), prepare_bytes(encode(Image.fromarray(upright), "PNG")), atol=1e-6)
+
+
+def run_script(*args, stdin=None):
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, input=stdin, timeout=300)
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
 @pytest.mark.slow
@@ -139,13 +256,107 @@ def test_predict_with_nothing_trained_says_what_to_run(tmp_path):
     assert done.stderr.strip() == f"error: no trained models in {tmp_path / 'none'}/; train one first, e.g. `python train.py --model cnn`"
 
 
+@pytest.mark.slow
+def test_predict_goes_on_after_images_that_once_crashed_it_and_reads_stdin(real_mnist, digits_model, tmp_path):
+    _, _, x_test, y_test = real_mnist
+    files = []
+    for case in ["a dot every 30 px on a 1000x1000 page", "a float TIFF with an inf pixel", "a LAB TIFF",
+                 "a float TIFF of NaN only"]:
+        files.append(tmp_path / f"{len(files)}.{'png' if 'page' in case else 'tiff'}")
+        files[-1].write_bytes(DECODABLE[case][0]())
+    good = tmp_path / "seven.jpg"
+    good.write_bytes(VARIANTS["dark on white, RGB JPEG"](x_test[0]))
+    done = run_script("predict.py", *files, good, "-", "-", "--models-dir", digits_model,
+                      stdin=VARIANTS["light on dark, PNG"](x_test[1]))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 3
+    assert f"{files[0]}: no digit found" in errors[0] and f"{files[3]}: no digit found" in errors[1]
+    assert errors[2] == "error: <stdin>: no image was piped in (e.g. `python predict.py - < digit.png`)"  # read once
+    lines = done.stdout.splitlines()[1:]
+    assert [line.split(":")[0] for line in lines] == [str(files[1]), str(files[2]), str(good), "<stdin>"]
+    assert lines[2].startswith(f"{good}: {y_test[0]} (") and lines[3].startswith(f"<stdin>: {y_test[1]} (")
+
+
+@pytest.fixture
+def diverged_model(tmp_path):
+    """A models folder holding a SavedModel that answers NaN for every image, as a diverged run would."""
+    import keras
+
+    from mnist_lab.store import export_savedmodel
+
+    inputs = keras.Input((28, 28, 1))
+    logits = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
+    outputs = keras.layers.Lambda(lambda x: x * float("nan"))(logits)
+    export_savedmodel(keras.Model(inputs, outputs), tmp_path / "models" / "diverged")
+    return tmp_path / "models"
+
+
+@pytest.mark.slow
+def test_a_model_answering_nan_is_one_line_never_invalid_json(diverged_model, tmp_path):
+    image = tmp_path / "one.png"
+    image.write_bytes(encode(bar(), "PNG"))
+    done = run_script("predict.py", image, image, "--models-dir", diverged_model, "--model", "diverged", "--json")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not JSON")
+
+    assert [json.loads(line, parse_constant=refuse) for line in done.stdout.splitlines()] == []
+    assert done.stderr.strip().splitlines() == [
+        f"error: {image}: the model diverged answered NaN or infinity instead of probabilities "
+        "(a diverged or damaged model); retrain it, or choose another with --model"] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="a full disk is a tiny tmpfs: mounting one needs root (CI runs as root)")
+def test_predict_show_on_a_full_disk_is_one_line_and_leaves_no_partial_file(real_mnist, digits_model, tmp_path):
+    _, _, x_test, y_test = real_mnist
+    good = tmp_path / "seven.jpg"
+    good.write_bytes(VARIANTS["dark on white, RGB JPEG"](x_test[0]))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], check=True)
+    try:
+        shown = disk / "shown"
+        shown.mkdir()
+        filler = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(filler, bytes(4096))
+        except OSError:  # the disk is full
+            pass
+        finally:
+            os.close(filler)
+        done = run_script("predict.py", good, good, "--models-dir", digits_model, "--show", shown)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stdout.count(f"{good}: {y_test[0]} (") == 2, "both predictions are still printed"
+        assert done.stderr.strip().splitlines() == [
+            f"error: --show {shown}: cannot write {name} (No space left on device); "
+            "free some space or choose another --show DIR" for name in ["seven.png", "seven_.png"]]
+        assert list(shown.iterdir()) == [], "no partial or empty PNG is left"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@dataclass
+class Served:
+    url: str
+    pid: int
+    tmpdir: Path  # the server's TMPDIR: a request must leave nothing there
+
+
 @pytest.fixture(scope="module")
-def server(digits_model, tmp_path_factory):
+def served(digits_model, tmp_path_factory):
     """`python serve.py` for real, on a free loopback port."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")  # a file: a pipe nobody reads could fill
+    folder = tmp_path_factory.mktemp("server")
+    log = open(folder / "server.log", "w")  # a file: a pipe nobody reads could fill
+    tmpdir = folder / "tmp"
+    tmpdir.mkdir()
     process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--models-dir", str(digits_model),
-                                "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
+                                "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "TMPDIR": str(tmpdir)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -157,11 +368,58 @@ def server(digits_model, tmp_path_factory):
         assert process.poll() is None, Path(log.name).read_text()
         assert time.monotonic() < deadline, "the server did not come up"
         time.sleep(0.2)
-    yield url
+    yield Served(url, process.pid, tmpdir)
     process.terminate()
     process.wait(timeout=30)
     log.close()
     assert "Traceback" not in Path(log.name).read_text(), "the server logged a crash"
+
+
+@pytest.fixture
+def server(served):
+    return served.url
+
+
+class Watch:
+    """A process's resident memory while a block runs (the kernel's peak, reset at the start, and samples)
+    and every file it held open meanwhile."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.open_files = set()
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def status_mb(self, field):
+        lines = Path(f"/proc/{self.pid}/status").read_text().splitlines()
+        line = next(line for line in lines if line.startswith(field))
+        return int(line.split()[1]) / 1024
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self.status_mb("VmRSS:"))
+            for fd in Path(f"/proc/{self.pid}/fd").iterdir():
+                try:
+                    self.open_files.add(os.readlink(fd))
+                except OSError:  # closed meanwhile
+                    pass
+            self._stop.wait(0.01)
+
+    def __enter__(self):
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current size
+        self.before_mb = self.status_mb("VmRSS:")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self.status_mb("VmHWM:"))
+
+    @property
+    def growth_mb(self):
+        return self.peak_mb - self.before_mb
 
 
 @pytest.mark.slow
@@ -191,6 +449,12 @@ def test_the_endpoints_answer(server, real_mnist):
     ({"files": {"image": ("big.png", b"\x89PNG" + bytes(6 * 1024 * 1024), "image/png")}}, 413, "image too large"),
     ({"content": (chunk for chunk in [bytes(1024 * 1024)] * 6)}, 413, "image too large"),  # no Content-Length
     ({"content": encode(Image.new("L", (6000, 5000), 255), "PNG")}, 413, "too large"),  # few bytes, many pixels
+    ({"content": png_claiming(5000, 5000)}, 413, "5000x5000 pixels is too large"),  # refused before decoding
+    ({"content": png_claiming(20000, 10000)}, 413, "more than 178,956,970 pixels is too large"),  # not "damaged"
+    ({"content": EPS}, 415, "not an image file in a format read here; use PNG, JPEG, BMP, GIF, TIFF or WebP"),
+    ({"content": dotted_page()}, 422, "no digit found"),
+    ({"content": b"--x\r\n" + b'Content-Disposition: form-data; name="f"\r\n\r\nv\r\n--x\r\n' * 20,
+      "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, "too many parts in the form"),
     ({"files": {"note": ("a.txt", b"", "text/plain")}, "data": {}}, 400, "empty request"),
     ({"content": b'--x\r\nContent-Disposition: form-data; name="field"\r\n\r\nvalue\r\n--x--\r\n',
       "headers": {"content-type": "multipart/form-data; boundary=x"}}, 400, "no file in the form"),
@@ -199,6 +463,95 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_keeps_serving(server, 
     response = httpx.post(f"{server}/predict", **request_kwargs)
     assert response.status_code == status and message in response.json()["error"]
     assert httpx.get(f"{server}/health").status_code == 200
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("image", ["a float TIFF with an inf pixel", "a LAB TIFF"])
+def test_images_that_once_gave_500_are_read(server, image):
+    response = httpx.post(f"{server}/predict", content=DECODABLE[image][0]())
+    assert response.status_code == 200 and response.json()["digit"] in range(10)
+
+
+def chunked_upload(megabytes, multipart):
+    """A body of `megabytes` MB sent in 1 MB chunks with no Content-Length, raw or as a form's file."""
+    if multipart:
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
+    for _ in range(megabytes):
+        yield bytes(1024 * 1024)
+    if multipart:
+        yield b"\r\n--b--\r\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("multipart", [False, True], ids=["raw body", "multipart"])
+def test_a_chunked_upload_is_cut_off_at_the_limit(served, multipart):
+    """No Content-Length: the server counts bytes as they arrive, stops reading at the limit, and keeps
+    nothing on disk (a form is parsed in memory)."""
+    headers = {"content-type": "multipart/form-data; boundary=b"} if multipart else {}
+    with Watch(served.pid) as watch:
+        start = time.perf_counter()
+        response = httpx.post(f"{served.url}/predict", content=chunked_upload(50, multipart), headers=headers,
+                              timeout=30)
+        seconds = time.perf_counter() - start
+    print(f"\n50 MB chunked upload ({'multipart' if multipart else 'raw'}): 413 in {seconds:.2f} s, "
+          f"server RSS {watch.before_mb:.0f} -> peak {watch.peak_mb:.0f} MB")
+    assert response.status_code == 413 and "image too large" in response.json()["error"]
+    assert seconds < 10
+    assert watch.growth_mb < 30, f"the server grew by {watch.growth_mb:.0f} MB for a refused upload"
+    assert not [name for name in watch.open_files if name.startswith(str(served.tmpdir)) or "(deleted)" in name]
+    assert not any(served.tmpdir.iterdir())
+    assert httpx.get(f"{served.url}/health").status_code == 200
+
+
+@pytest.mark.slow
+def test_concurrent_large_images_are_decoded_a_few_at_a_time(served):
+    """40 at once of the largest image allowed (4000x4000 RGBA, 70 KB as a PNG, 64 MB decoded and as much
+    again while it is shrunk): at most DECODERS are decoded at a time, the others wait or get 503; memory
+    stays bounded by that (before, these 40 took the server up by 4.4 GB)."""
+    picture = np.full((3999, 3999, 4), 255, np.uint8)
+    picture[800:3200, 1900:2100, :3] = 0
+    large = encode(Image.fromarray(picture, "RGBA"), "PNG")
+    assert len(large) < 100_000
+    with Watch(served.pid) as watch, httpx.Client(timeout=60, limits=httpx.Limits(max_connections=40)) as client:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=40) as pool:
+            responses = list(pool.map(lambda _: client.post(f"{served.url}/predict", content=large), range(40)))
+    statuses = [response.status_code for response in responses]
+    print(f"\n40 concurrent 4000x4000 images, {DECODERS} decoders: {statuses.count(200)} answered, "
+          f"{statuses.count(503)} told 503; server RSS {watch.before_mb:.0f} -> peak {watch.peak_mb:.0f} MB")
+    assert set(statuses) <= {200, 503} and statuses.count(200) >= DECODERS
+    assert all(response.json()["digit"] == 1 for response in responses if response.status_code == 200)
+    assert all(response.json()["error"].startswith("busy: ") for response in responses if response.status_code == 503)
+    assert watch.growth_mb < 100 + 200 * DECODERS, f"the server grew by {watch.growth_mb:.0f} MB"
+    assert httpx.post(f"{served.url}/predict", content=large, timeout=60).status_code == 200
+
+
+def raw_request(url, path, host):
+    """One request written by hand, with exactly the Host header a browser would send (None: no Host,
+    which HTTP/1.0 allows)."""
+    port = int(url.rsplit(":", 1)[1])
+    lines = [f"GET {path} HTTP/1.0" if host is None else f"GET {path} HTTP/1.1"]
+    lines += [] if host is None else [f"Host: {host}"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(("\r\n".join(lines + ["Connection: close", "", ""])).encode())
+        response = b""
+        while chunk := connection.recv(65536):
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.slow
+def test_only_requests_addressed_to_this_machine_are_answered(server):
+    """DNS rebinding: a page at evil.example whose name is made to resolve to 127.0.0.1 sends its own name."""
+    port = server.rsplit(":", 1)[1]
+    for host in ["localhost", f"localhost:{port}", "127.0.0.1", f"127.0.0.1:{port}", f"[::1]:{port}"]:
+        status, body = raw_request(server, "/health", host)
+        assert status == 200 and json.loads(body) == {"status": "ok", "model": "cnn"}, host
+    for host in ["evil.example", f"evil.example:{port}", f"127.0.0.1.nip.io:{port}", "localhost.evil.example", None]:
+        status, body = raw_request(server, "/health", host)
+        assert status == 400 and "refused: this server listens on a loopback address" in json.loads(body)["error"], host
+    for path in ["/openapi.json", "/docs", "/redoc"]:
+        assert raw_request(server, path, "localhost")[0] == 404, path
 
 
 @pytest.mark.slow
@@ -272,3 +625,18 @@ def test_drawing_on_the_page_shows_the_right_digit(server):
                 assert page.locator("#seen").is_visible() and not page.locator("#unseen").is_visible()
         finally:
             browser.close()
+
+
+def test_a_48_megapixel_phone_photo_is_read():
+    """A JPEG decodes at a reduced size, so phone photos far above the other formats' limit are read."""
+    import tracemalloc
+
+    photo = Image.new("L", (8000, 6000), 235)
+    photo.paste(0, (3800, 2500, 4200, 3700))  # a thick "1"
+    data = encode(photo, "JPEG", quality=80)
+    tracemalloc.start()
+    seen = prepare_bytes(data, "photo.jpg")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seen.shape == (28, 28) and seen.max() > 0.9
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"
