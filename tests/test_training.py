@@ -131,7 +131,7 @@ def test_a_model_with_the_wrong_input_is_refused(tmp_path):
 def test_retraining_replaces_the_model_whole(trained, synthetic_dir):
     folder, first = trained
     config = TrainConfig(model="cnn", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
-                         output=str(folder), verbose=0)
+                         output=str(folder), replace=True, verbose=0)  # shorter than the model there: asked for
     train(config, log=quiet)
     assert json.loads((folder / "metadata.json").read_text())["epochs_run"] == 1 != first.epochs_run
     assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn"]

@@ -175,7 +175,7 @@ def test_a_search_begun_in_one_process_is_continued_by_a_chief_and_back(real_mni
     argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 1)
     assert search_mlp.main(argv) == 0
     config = SearchConfig(epochs=2, final_epochs=1, subset=2000, directory=str(tmp_path / "state"),
-                          data_dir=str(real_mnist_dir))
+                          project_name="mlp", data_dir=str(real_mnist_dir))
     _, splits = load_splits(config, log=lambda *_: None)
     hypermodel = space.MlpHyperModel(splits, config.epochs, config.seed, verbose=0)
     monkeypatch.setenv("KERASTUNER_TUNER_ID", "chief")
