@@ -88,7 +88,8 @@ def usable_copy(folder, most, log):
     """The epochs held by the newest good copy of Keras' backup, made the one Keras loads.
 
     A copy is good when its epoch record reads and lies within 1..`most` (the run's epochs, and
-    the epochs our history holds) and its weights file reads to the end.
+    the epochs our history holds), is not older than its weights, and its weights file reads to
+    the end.
     """
     problems = []
     for suffix in ("", ".bkp"):
@@ -97,6 +98,8 @@ def usable_copy(folder, most, log):
             completed = json.loads(progress.read_text())["epoch"]
             if not isinstance(completed, int) or not 1 <= completed <= most:
                 raise ValueError(f"it says epoch {completed!r}, outside 1-{most}")
+            if weights.stat().st_mtime_ns > progress.stat().st_mtime_ns:  # Keras writes the weights first
+                raise ValueError("its weights are newer than its epoch record: a kill between the two writes")
             read_weights(weights)
         except (OSError, ValueError, KeyError, TypeError) as error:
             problems.append(f"{progress.name}: {first_line(error)}")

@@ -14,6 +14,7 @@ to a temporary file), and a few images are decoded at a time (503 when the wait 
 import asyncio
 import ipaddress
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -99,7 +100,8 @@ def first_file(body, content_type):
 
     def on_headers_finished():
         disposition = dict(part["headers"]).get(b"content-disposition", b"")
-        part["is_file"] = b"filename" in parse_options_header(disposition)[1] and not found
+        # filename= or RFC 5987's filename*= (which parse_options_header drops)
+        part["is_file"] = re.search(rb";\s*filename\*?\s*=", disposition, re.IGNORECASE) is not None and not found
         part["data"] = bytearray() if part["is_file"] else None
 
     def on_part_data(data, start, end):
@@ -127,7 +129,7 @@ def first_file(body, content_type):
 
 async def read_image(request):
     """The uploaded image's bytes, from a multipart form (first file) or the raw body."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):  # case-insensitive
         data = first_file(await read_body(request, MAX_UPLOAD_BYTES + FORM_ALLOWANCE),
                           request.headers["content-type"])
     else:

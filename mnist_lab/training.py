@@ -68,8 +68,9 @@ class CtrlC(keras.callbacks.Callback):
 
     def __enter__(self):
         self.pressed, self.previous = False, None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self.note)
+        # Not off the main thread (signals go to it), nor where SIGINT is ignored (a background job).
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+            self.previous = signal.signal(signal.SIGINT, self.note) or signal.default_int_handler
         return self
 
     def note(self, signum, frame):

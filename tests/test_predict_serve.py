@@ -640,3 +640,24 @@ def test_a_48_megapixel_phone_photo_is_read():
     tracemalloc.stop()
     assert seen.shape == (28, 28) and seen.max() > 0.9
     assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+def test_a_form_is_read_whatever_the_case_of_its_type_and_with_an_rfc_5987_file_name(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from mnist_lab.serving import create_app
+    from mnist_lab.store import export_savedmodel
+    from models import REGISTRY
+
+    model = REGISTRY["simple_cnn"].build()
+    export_savedmodel(model, tmp_path / "simple_cnn")
+    drawn = Image.new("L", (40, 40), 255)
+    drawn.paste(0, (18, 6, 22, 34))
+    png = encode(drawn, "PNG")
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename*=UTF-8''%E2%9C%8F.png\r\n"
+            b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--b--\r\n")
+    with TestClient(create_app(tmp_path / "simple_cnn", tmp_path)) as client:
+        for content_type in ("multipart/form-data; boundary=b", "Multipart/Form-Data; boundary=b"):
+            response = client.post("/predict", content=body, headers={"content-type": content_type})
+            assert response.status_code == 200, response.text
+            assert 0 <= response.json()["digit"] <= 9

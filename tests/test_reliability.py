@@ -341,6 +341,8 @@ DAMAGE = {  # what a kill while Keras writes its backup can leave, and what an e
     "an empty epoch record": lambda backup: (backup / "training_metadata.json").write_text(""),
     "an epoch record past the run": lambda backup: (backup / "training_metadata.json").write_text('{"epoch": 99}'),
     "newest weights cut short": lambda backup: truncate(backup / "latest.weights.h5"),
+    "newest weights written, their record not": lambda backup: os.utime(  # a kill between Keras' two writes
+        backup / "latest.weights.h5", ns=(time.time_ns(), (backup / "training_metadata.json").stat().st_mtime_ns + 1)),
     "both weight copies cut short": lambda backup: [truncate(backup / name)
                                                     for name in ("latest.weights.h5", "latest.weights.h5.bkp")],
 }
