@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py            # full run: 5 seeds of fast_cnn, every model (~5 minutes)
     python benchmarks/speed.py --quick    # seconds, on a subset: checks that the benchmark works
+    python benchmarks/speed.py --vs-pytorch   # and each conv model's PyTorch twin, side by side
 
 Measures, inside this process, after a warm-up, so interpreter start-up and graph tracing are
 excluded:
@@ -12,11 +13,16 @@ excluded:
   and that as a fraction of this machine's float32 matrix-multiply GFLOP/s measured in the same run;
 - inference through each model's exported SavedModel: images per second at batch 1000, and the
   latency of a single image (median and p99);
+- with --vs-pytorch, each conv model's PyTorch twin (benchmarks/torch_twins.py) right after it, on
+  the same number of images, at each setting of torch_twins.SETTINGS; the ratio is Keras' seconds
+  over the twin's at its fastest setting (below 1: Keras is faster). PyTorch is an optional extra:
+  `pip install -r requirements-bench.txt`;
 - the machine and package versions.
 Writes reports/benchmark.json and reports/benchmark.md.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -36,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 from mnist_lab import store  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.data.pipeline import make_dataset, to_model_input  # noqa: E402
-from mnist_lab.machine import cpu_name  # noqa: E402
+from mnist_lab.machine import cpu_flags, cpu_name  # noqa: E402
 from mnist_lab.training import build_and_compile  # noqa: E402
 from models import REGISTRY  # noqa: E402
 
@@ -130,7 +136,40 @@ def inference(model, images, single_calls):
     return rate, float(np.median(ms)), float(np.percentile(ms, 99))
 
 
-def run(quick=False, seeds=5, models=None, data_dir=None, log=print):
+def load_twins(log):
+    """benchmarks.torch_twins, or None (with a line saying how to install PyTorch) where it is missing."""
+    if importlib.util.find_spec("torch") is None:
+        log("PyTorch is not installed, so no twin is timed: `pip install -r requirements-bench.txt` "
+            "adds it; measuring the rest")
+        return None
+    # Loaded from its file: run as a script or imported by the tests, benchmarks/ is not a package.
+    spec = importlib.util.spec_from_file_location("torch_twins", Path(__file__).with_name("torch_twins.py"))
+    twins = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(twins)
+    return twins
+
+
+def vs_pytorch(twins, model, name, data, images, keras_seconds, log):
+    """The twin's seconds for the same images at each setting, and Keras' ratio to the fastest."""
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    if twins.parameter_count(name) != trainable:  # a twin that is not the same network measures nothing
+        raise AssertionError(f"{name}'s PyTorch twin has {twins.parameter_count(name)} trainable parameters, "
+                             f"the Keras model {trainable}")
+    recipe = REGISTRY[name].recipe
+    settings = {setting: round(twins.train_seconds(name, recipe, data.x_train, data.y_train, images, **flags)[0], 3)
+                for setting, flags in twins.SETTINGS.items()}
+    fastest = min(settings, key=settings.get)
+    ratio = keras_seconds / settings[fastest]
+    log(f"{name}: {images} images, Keras {keras_seconds:.2f} s, PyTorch "
+        + ", ".join(f"{seconds:.2f} s ({setting})" for setting, seconds in settings.items())
+        + f"; ratio {ratio:.2f}")
+    return {"images": images, "trainable_parameters": trainable, "torch_threads": twins.torch.get_num_threads(),
+            "keras_seconds": round(keras_seconds, 3), "pytorch_seconds": settings,
+            "pytorch_fastest": fastest, "ratio": round(ratio, 3)}
+
+
+def run(quick=False, seeds=5, models=None, data_dir=None, log=print, compare=False):
+    twins = load_twins(log) if compare else None
     data = load_mnist(data_dir, log=log)
     if quick:
         data = type(data)(data.x_train[:2048], data.y_train[:2048], data.x_test[:1000], data.y_test[:1000],
@@ -150,7 +189,8 @@ def run(quick=False, seeds=5, models=None, data_dir=None, log=print):
     images = to_model_input(data.x_test)
     rows = []
     for name in models:
-        model, rate = training_throughput(name, data, steps=3 if quick else 40)
+        steps = 3 if quick else 40
+        model, rate = training_throughput(name, data, steps)
         flops = training_flops(model)
         achieved = rate * flops / 1e9
         infer_rate, p50, p99 = inference(model, images, 20 if quick else 300)
@@ -160,12 +200,16 @@ def run(quick=False, seeds=5, models=None, data_dir=None, log=print):
                      "single_image_ms_median": round(p50, 3), "single_image_ms_p99": round(p99, 3)})
         log(f"{name}: train {rate:,.0f} img/s, {achieved:.1f} GFLOP/s ({100 * achieved / peak:.0f} % of matmul); "
             f"infer {infer_rate:,.0f} img/s, single image {p50:.2f} ms (p99 {p99:.2f})")
+        if twins and name in twins.TWINS:
+            trained = steps * REGISTRY[name].recipe.batch_size
+            rows[-1]["vs_pytorch"] = vs_pytorch(twins, model, name, data, trained, trained / rate, log)
 
     return {
         "quick": quick,
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "system": platform.platform()},
         "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-                     "numpy": np.__version__},
+                     "numpy": np.__version__, **({"torch": twins.torch.__version__} if twins else {})},
+        "cpu_flags": cpu_flags(),
         "data": data.source,
         "matmul_gflops_per_second": round(peak, 2),
         "fast_cnn_time_to_accuracy": {
@@ -180,7 +224,7 @@ def run(quick=False, seeds=5, models=None, data_dir=None, log=print):
 def to_markdown(result):
     fast = result["fast_cnn_time_to_accuracy"]
     machine = result["machine"]
-    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores; TensorFlow {result['versions']['tensorflow']}, "
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, flags {' '.join(result['cpu_flags']) or 'none of note'}; TensorFlow {result['versions']['tensorflow']}, "
              f"Keras {result['versions']['keras']}; float32 matrix multiply {result['matmul_gflops_per_second']} GFLOP/s.",
              "",
              f"`fast_cnn` on {fast['training_images']} training images, {len(fast['runs'])} seed(s): median "
@@ -195,6 +239,18 @@ def to_markdown(result):
                      f"{row['gflops_per_second']:.1f} | {100 * row['fraction_of_matmul']:.0f} % | "
                      f"{row['inference_images_per_second_batch_1000']:,.0f} | {row['single_image_ms_median']:.2f} ms | "
                      f"{row['single_image_ms_p99']:.2f} ms |")
+    compared = [row for row in result["models"] if "vs_pytorch" in row]
+    if compared:
+        settings = list(compared[0]["vs_pytorch"]["pytorch_seconds"])
+        lines += ["", f"Against PyTorch {result['versions']['torch']} (seconds for the same images, one after the other; "
+                  "ratio = Keras / the fastest PyTorch setting):", "",
+                  "| model | images | Keras | " + " | ".join(f"PyTorch {s}" for s in settings) + " | ratio |",
+                  "|---|---:|---:|" + "---:|" * len(settings) + "---:|"]
+        for row in compared:
+            twin = row["vs_pytorch"]
+            lines.append(f"| {row['model']} | {twin['images']} | {twin['keras_seconds']:.2f} s | "
+                         + " | ".join(f"{twin['pytorch_seconds'][s]:.2f} s" for s in settings)
+                         + f" | {twin['ratio']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -204,11 +260,14 @@ def main(argv=None):
     parser.add_argument("--seeds", type=positive_int, default=5, help="fast_cnn seeds (default: 5)")
     parser.add_argument("--model", dest="models", action="append", choices=sorted(REGISTRY),
                         help="only these models; repeat for several (default: all)")
+    parser.add_argument("--vs-pytorch", action="store_true",
+                        help="also time each conv model's PyTorch twin, side by side (default: off; "
+                             "needs `pip install -r requirements-bench.txt`)")
     parser.add_argument("--output", default=str(ROOT / "reports"), help="where benchmark.json/.md go (default: reports)")
     parser.add_argument("--data-dir", help="MNIST IDX files or mnist.npz (default: as train.py)")
     args = parser.parse_args(argv)
     store.check_writable_dir(args.output, "--output")
-    result = run(args.quick, args.seeds, args.models, args.data_dir)
+    result = run(args.quick, args.seeds, args.models, args.data_dir, compare=args.vs_pytorch)
     markdown = to_markdown(result)
     (Path(args.output) / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     (Path(args.output) / "benchmark.md").write_text(markdown)

@@ -24,6 +24,16 @@ def cpu_name():
     return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+# The vector and matrix extensions that decide how fast oneDNN and PyTorch run: named beside every figure.
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags():
+    """Which of SPEED_FLAGS this CPU has, in that order."""
+    present = set((cpuinfo("flags") or "").split())
+    return [flag for flag in SPEED_FLAGS if flag in present]
+
+
 @functools.cache
 def native_bfloat16():
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""

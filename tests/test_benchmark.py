@@ -6,6 +6,7 @@ import keras
 import pytest
 
 from benchmarks import speed
+from mnist_lab.machine import SPEED_FLAGS
 
 
 def test_flop_count_of_a_tiny_model_equals_the_hand_count():
@@ -41,3 +42,20 @@ def test_quick_mode_writes_every_field(real_mnist, tmp_path, capsys):
         assert 0 < row["single_image_ms_median"] <= row["single_image_ms_p99"]
     markdown = (tmp_path / "benchmark.md").read_text()
     assert "| fast_cnn |" in markdown and "| mlp |" in markdown and "GFLOP/s" in markdown
+
+
+@pytest.mark.slow
+def test_vs_pytorch_without_pytorch_says_how_to_install_it_and_measures_the_rest(real_mnist, tmp_path, monkeypatch):
+    from tests.conftest import write_idx_dataset
+
+    real_find_spec = speed.importlib.util.find_spec
+    monkeypatch.setattr(speed.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "torch" else real_find_spec(name, *args))
+    data_dir = write_idx_dataset(tmp_path / "mnist", real_mnist)
+    lines = []
+    result = speed.run(quick=True, models=["fast_cnn"], data_dir=str(data_dir), log=lines.append, compare=True)
+    assert any("pip install -r requirements-bench.txt" in line for line in lines)
+    assert [row["model"] for row in result["models"]] == ["fast_cnn"]
+    assert "vs_pytorch" not in result["models"][0] and "torch" not in result["versions"]
+    assert "PyTorch" not in speed.to_markdown(result)
+    assert set(result["cpu_flags"]) <= set(SPEED_FLAGS)
