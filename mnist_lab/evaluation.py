@@ -1,9 +1,11 @@
 """Evaluate exported SavedModels on the MNIST test set: reports, plots, one comparison table.
 
-`evaluate(config)` is what `python evaluate.py` runs. Models are loaded through TensorFlow's
-SavedModel API, exactly as a server would load them, not from their `.keras` files.
+`evaluate(config)` is what `python evaluate.py` runs, `evaluate_corruptions(config)` what
+`python evaluate.py --corruptions` runs. Models are loaded through TensorFlow's SavedModel API,
+exactly as a server would load them, not from their `.keras` files.
 """
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 from mnist_lab import plots, store
 from mnist_lab.cli import counted
 from mnist_lab.config import MEMBERS_DIR, MODELS_DIR
+from mnist_lab.corruptions import CORRUPTIONS, SEED, corrupt
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import to_model_input
 from mnist_lab.errors import ModelError, UserError
@@ -171,4 +174,77 @@ def evaluate(config, data=None, log=print):
         reports.mkdir(parents=True, exist_ok=True)
         (reports / "summary.md").write_text(f"Test set: {len(data.y_test)} images from {data.source}\n\n{table}\n")
         log(f"\n{table}\n\nreports written to {reports}/")
+    return rows, failures
+
+
+def corruption_row(folder, data, corrupted, config, log=print):
+    """One model's accuracy on the clean test images and on each corrupted copy of them."""
+    classifier = store.SavedModelClassifier(folder)
+    name, record = classifier.name, classifier.record
+    if record and record.fingerprint and record.fingerprint != data.fingerprint:
+        log(f"note: {name} was trained on {record.data.get('source')}, not on {data.source}")
+
+    def accuracy(images):
+        predicted = classifier.predict(to_model_input(images), config.batch_size).argmax(axis=1)
+        return float(np.mean(predicted == data.y_test))
+
+    accuracies = {corruption: accuracy(images) for corruption, images in corrupted.items()}
+    errors = {corruption: 1 - value for corruption, value in accuracies.items()}
+    worst = max(errors, key=errors.get)
+    row = {"model": name, "clean_accuracy": accuracy(data.x_test), "accuracy": accuracies,
+           "mean_corruption_error": float(np.mean(list(errors.values()))), "worst": worst,
+           "subset": record.flags.get("subset") if record else None}
+    log(f"{name}: clean accuracy {100 * row['clean_accuracy']:.2f} %, mean corruption error "
+        f"{100 * row['mean_corruption_error']:.2f} %, worst {worst} ({100 * errors[worst]:.2f} % error)")
+    return row
+
+
+def format_corruption_table(rows):
+    """Rows models (most robust first), columns clean, each corruption and mCE, in Markdown."""
+    names = list(CORRUPTIONS)
+    lines = ["| model | clean | " + " | ".join(names) + " | mCE |", "|---|" + "---:|" * (len(names) + 2)]
+    for row in sorted(rows, key=lambda r: r["mean_corruption_error"]):
+        model = row["model"] + (f" (smoke run: --subset {row['subset']})" if row.get("subset") else "")
+        cells = [row["clean_accuracy"], *(row["accuracy"][name] for name in names)]
+        lines.append(f"| {model} | " + " | ".join(f"{100 * cell:.2f}" for cell in cells)
+                     + f" | {100 * row['mean_corruption_error']:.2f} |")
+    return "\n".join(lines)
+
+
+def evaluate_corruptions(config, data=None, log=print):
+    """Every requested model on the clean test set and under each of MNIST-C's corruptions.
+
+    Writes corruptions.md (the table) and corruptions.json in config.reports_dir. The mean
+    corruption error (mCE) is the plain mean of the error rates over the corruptions, as MNIST-C
+    reports it; ImageNet-C's CE, normalised by AlexNet's errors, has no counterpart here.
+    Returns (rows, failures), as evaluate() does.
+    """
+    folders = find_model_folders(config)
+    data = data or load_mnist(config.data_dir, log=log)
+    store.check_writable_dir(config.reports_dir, "--reports-dir")
+    start = time.perf_counter()
+    corrupted = {name: corrupt(name, data.x_test, SEED) for name in CORRUPTIONS}  # once, for every model
+    log(f"{len(data.y_test)} test images corrupted {counted(len(corrupted), 'way')} (seed {SEED}) in "
+        f"{time.perf_counter() - start:.0f} s; evaluating {counted(len(folders), 'model')} on each")
+    rows, failures = [], []
+    for folder in folders:
+        try:
+            rows.append(corruption_row(folder, data, corrupted, config, log))
+        except ModelError as error:
+            failures.append(str(error))
+    if rows:
+        table = format_corruption_table(rows)
+        reports = Path(config.reports_dir)
+        (reports / "corruptions.md").write_text(
+            f"Accuracy (%) on the {len(data.y_test)} test images from {data.source}, clean and under each of "
+            f"{len(corrupted)} corruptions after MNIST-C (mnist_lab/corruptions.py, seed {SEED}); mCE: mean "
+            f"corruption error (%), the plain mean of the {len(corrupted)} error rates, lower is better. "
+            f"Written by `python evaluate.py --corruptions`.\n\n{table}\n")
+        summary = {"test_images": len(data.y_test), "data_source": data.source, "seed": SEED,
+                   "corruptions": list(corrupted),
+                   "mean_corruption_error": "plain mean of the error rates over the corruptions (MNIST-C's "
+                                            "mean error, not ImageNet-C's AlexNet-normalised CE)",
+                   "models": sorted(rows, key=lambda r: r["mean_corruption_error"])}
+        (reports / "corruptions.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log(f"\n{table}\n\nwritten to {reports / 'corruptions.md'} and {reports / 'corruptions.json'}")
     return rows, failures
