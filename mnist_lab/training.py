@@ -92,10 +92,20 @@ class CtrlC(keras.callbacks.Callback):
         self.check()
 
 
+def bfloat16_is_native():
+    """Whether the device that trains computes bfloat16 natively: every GPU from compute capability 8.0
+    (Ampere) on, else the CPU with AVX512-BF16 or AMX (emulated, bfloat16 is slower than float32)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return all(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)) >= (8, 0)
+                   for gpu in gpus)
+    return native_bfloat16()
+
+
 def build_model(spec, recipe):
-    """The model, under Keras' mixed bfloat16 policy when the recipe asks and the CPU computes bfloat16
-    natively (emulated, it is slower than float32); the global policy is restored."""
-    if not (recipe.mixed_bfloat16 and native_bfloat16()):
+    """The model, under Keras' mixed bfloat16 policy when the recipe asks and the device computes
+    bfloat16 natively; the global policy is restored."""
+    if not (recipe.mixed_bfloat16 and bfloat16_is_native()):
         return spec.build()
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -155,9 +165,9 @@ def train(config, data=None, log=print, spec=None, **record_fields):
 def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_fields):
     log(f"{config.model}: {len(splits.x_train)} training, {len(splits.x_val)} validation, "
         f"{len(splits.x_test)} test images; {recipe.describe()}")
-    if recipe.mixed_bfloat16 and not native_bfloat16():
-        log(f"{config.model}: this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it computes in float32, "
-            "which is faster here than emulated bfloat16")
+    if recipe.mixed_bfloat16 and not bfloat16_is_native():
+        log(f"{config.model}: this device has no native bfloat16 (a GPU before Ampere, a CPU without AVX512-BF16 "
+            "or AMX), so it computes in float32, which is faster here than emulated bfloat16")
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:

@@ -242,6 +242,18 @@ def test_bfloat16_is_asked_for_by_the_recipe_and_used_only_where_the_cpu_compute
         machine.native_bfloat16.cache_clear()
 
 
+def test_on_a_gpu_bfloat16_follows_its_compute_capability_not_the_cpu(monkeypatch):
+    from mnist_lab import training
+
+    gpu = tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")
+    monkeypatch.setattr(training.tf.config, "list_physical_devices", lambda kind=None: [gpu] if kind == "GPU" else [])
+    monkeypatch.setattr(training, "native_bfloat16", lambda: False)  # an AVX2-only host CPU
+    for capability, native in (((9, 0), True), ((8, 0), True), ((7, 5), False)):
+        monkeypatch.setattr(training.tf.config.experimental, "get_device_details",
+                            lambda device, capability=capability: {"compute_capability": capability})
+        assert training.bfloat16_is_native() is native
+
+
 def test_one_cycle_rises_then_falls_to_zero():
     from mnist_lab.schedules import OneCycle
 
