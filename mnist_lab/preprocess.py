@@ -3,10 +3,13 @@
 MNIST was made by scaling each digit to fit a 20x20 box (keeping its aspect ratio, anti-aliased)
 and placing it in a 28x28 field with its centre of mass at the centre, white ink on black. Photos
 and drawings differ in every respect, so `prepare_digit` redoes those steps:
-greyscale -> light background detected and inverted -> contrast stretched -> cropped to the ink ->
-longer side scaled to 20 pixels -> centre of mass placed at the centre of a 28x28 field.
+greyscale -> light or dark paper detected -> the paper's own brightness under the light estimated
+and taken out, so shadows, gradients and vignetting are not ink -> contrast stretched -> cropped to
+the digit (its marks near each other, not specks or smudges at the edge) -> longer side scaled to
+20 pixels -> centre of mass placed at the centre of a 28x28 field.
 `python predict.py` and `python serve.py` both use it. Whatever the bytes, the result is that
-(28, 28) input or an ImageError, one line saying what is wrong.
+(28, 28) input or an ImageError, one line saying what is wrong. mnist_lab/photos.py renders the
+photos (pens, papers, shadows) that tests/test_photos.py holds it to.
 """
 
 import io
@@ -22,6 +25,22 @@ FIELD = 28  # MNIST's image size
 BOX = 20  # MNIST scaled every digit to fit a 20x20 box
 INK_THRESHOLD = 0.2  # fraction of full contrast above which a pixel counts as ink for cropping
 MIN_CONTRAST = 0.08  # below this the picture holds no digit, only paper or noise
+# The paper's brightness is the picture with every stroke filled in by a window wider than any stroke:
+# half the picture's shorter side, after 3x3 specks (JPEG ringing beside strokes, grain) are taken out.
+# It is estimated at most PAPER_SIZE pixels a side (its cost), and taken as even below MIN_PAPER_SIDE
+# (a 1x1000 line has no room for light and shadow).
+PAPER_WINDOW = 1 / 2
+SPECK = 3
+PAPER_SIZE = 128
+MIN_PAPER_SIDE = 16
+# Marks within REACH of the digit's size (at least NEAR of the picture's) are part of it: a 4 or a 5
+# written in two strokes. Marks with less than MIN_PART of the largest mark's ink are specks. A mark
+# touching the picture's edge (a smudge, the desk, a finger) counts EDGE_WEIGHT as much in choosing
+# which mark is the digit, and must come EDGE_WEIGHT as near to join it.
+REACH = 0.5
+NEAR = 0.03
+MIN_PART = 0.02
+EDGE_WEIGHT = 0.25
 # At most 4 bytes a pixel once decoded, so one decode stays under about 64 MB.
 MAX_PIXELS = 16_000_000
 # A JPEG decodes at 1/2 to 1/8 of its size (draft, below), so a 48-megapixel phone photo costs a few MB.
@@ -115,21 +134,88 @@ def to_grey(image, name="image"):
                          "save it as RGB or greyscale") from None
 
 
-def prepare_digit(image, name="image"):
-    """A PIL image of one digit -> float32 (28, 28) in [0, 1], white ink on black, MNIST-style."""
-    grey = to_grey(image, name)
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 0.5:  # light paper, dark ink: MNIST is the other way round
-        grey = 1 - grey
-    background = np.median(border) if np.median(border) <= 0.5 else 1 - np.median(border)
-    contrast = np.percentile(grey, 99.9) - background  # a few hot pixels do not set the scale
+def paper_of(grey, light_paper):
+    """The paper's brightness at each pixel, with the light that falls on it.
+
+    A grey-level closing (opening on dark paper) fills in every stroke narrower than its window and
+    keeps the rest: a straight shadow's edge, hard or soft, a gradient and vignetting come through
+    as they are, so dividing by it leaves the ink alone. The page is continued past the picture's
+    edges first: SciPy would continue only the intermediate result, which fills in the narrow end of
+    a shadow cut off by the edge as if it were a stroke."""
+    if min(grey.shape) < MIN_PAPER_SIDE:
+        return np.full(grey.shape, np.median(border_of(grey)), np.float32)
+    small = Image.fromarray(grey.astype(np.float32), "F")
+    if max(grey.shape) > PAPER_SIZE:
+        small.thumbnail((PAPER_SIZE, PAPER_SIZE), Image.Resampling.BOX)
+    small = np.asarray(small)
+    window = max(3, round(PAPER_WINDOW * min(small.shape)))
+    fill, unspeck = ndimage.grey_closing, ndimage.grey_opening
+    if not light_paper:
+        fill, unspeck = unspeck, fill
+    margin = window // 2 + 1
+    paper = np.pad(unspeck(small, size=(SPECK, SPECK), mode="nearest"), margin, mode="edge")
+    paper = fill(paper, size=(window, window), mode="nearest")[margin:-margin, margin:-margin]
+    if paper.shape != grey.shape:
+        paper = np.asarray(Image.fromarray(paper, "F").resize(grey.shape[::-1], Image.Resampling.BILINEAR))
+    return paper
+
+
+def border_of(grey):
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
+def ink_of(grey, name):
+    """Greyscale in [0, 1] -> ink in [0, 1] on paper at 0, whatever the paper's colour and the light."""
+    # The paper is the border's usual shade. Light paper is the usual case, and uneven light can spread it
+    # over more shades than its ink, so only a border in the darkest third of the picture's range is dark paper.
+    low, high = grey.min(), grey.max()
+    light_paper = np.median(border_of(grey)) - low > (high - low) / 3
+    paper = paper_of(grey, light_paper)
+    if light_paper:  # ink takes away a share of the light that reaches the paper, in shadow or not
+        ink = (paper - grey) / np.maximum(paper, 1e-3)
+    else:  # light ink on dark paper (chalk, a drawing app's white on black)
+        ink = grey - paper
+    # Ink starts above the paper's grain: the border is mostly paper, and its lower half, which no ink
+    # reaches, measures the grain's spread (as a standard deviation) below its median.
+    low, middle = np.percentile(border_of(ink), [16, 50])
+    floor = middle + 2 * (middle - low)
+    contrast = np.percentile(ink, 99.9) - floor  # a few hot pixels do not set the scale
     if contrast < MIN_CONTRAST:
         raise ImageError(f"{name}: no digit found (the image is blank or nearly uniform)")
-    ink = np.clip((grey - background) / contrast, 0, 1)
+    return np.clip((ink - floor) / contrast, 0, 1)
 
-    rows = np.flatnonzero((ink > INK_THRESHOLD).any(axis=1))
-    cols = np.flatnonzero((ink > INK_THRESHOLD).any(axis=0))
-    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+
+def digit_box(ink):
+    """The rows and columns that hold the digit: the mark with the most ink, edge marks counting less,
+    and every mark near it, grown until no other is near; specks and marks far away are left out."""
+    marks, count = ndimage.label(ink > INK_THRESHOLD, structure=np.ones((3, 3)))
+    boxes = np.array([(rows.start, rows.stop, cols.start, cols.stop) for rows, cols in ndimage.find_objects(marks)])
+    mass = np.bincount(marks.ravel(), ink.ravel(), count + 1)[1:]
+    at_edge = (boxes[:, 0] == 0) | (boxes[:, 1] == ink.shape[0]) | (boxes[:, 2] == 0) | (boxes[:, 3] == ink.shape[1])
+    weight = np.where(at_edge, EDGE_WEIGHT, 1)
+    seed = np.argmax(weight * mass)
+    wanted = mass >= MIN_PART * mass[seed]
+    box = boxes[seed]
+    while True:
+        top, bottom, left, right = box
+        reach = max(REACH * max(bottom - top, right - left), NEAR * max(ink.shape))
+        gap = np.maximum.reduce([boxes[:, 0] - bottom, top - boxes[:, 1], boxes[:, 2] - right, left - boxes[:, 3]])
+        near = boxes[wanted & (gap <= reach * weight)]
+        grown = np.array([near[:, 0].min(), near[:, 1].max(), near[:, 2].min(), near[:, 3].max()])
+        if (grown == box).all():
+            return slice(top, bottom), slice(left, right)
+        box = grown
+
+
+def prepare_digit(image, name="image"):
+    """A PIL image of one digit -> float32 (28, 28) in [0, 1], white ink on black, MNIST-style."""
+    ink = ink_of(to_grey(image, name), name)
+    box = digit_box(ink)
+    strongest = np.percentile(ink[box], 99.9)
+    if strongest < 0.99:  # a darker mark left out set the contrast: the digit's own ink sets it, and its crop
+        ink = np.clip(ink / max(strongest, INK_THRESHOLD), 0, 1)
+        box = digit_box(ink)
+    ink = ink[box]
 
     height, width = ink.shape
     scale = BOX / max(height, width)
