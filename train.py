@@ -2,6 +2,7 @@
 
     python train.py --model cnn            # writes saved_models/cnn/
     python train.py --model lenet5 --epochs 3 --subset 2000
+    python train.py --model cnn --augment handwriting --output saved_models/cnn_handwriting
     python train.py --model deep_cnn --seeds 3      # seeds 42-44: mean, std, min, max test accuracy
     python train.py --model deep_cnn --ensemble 5   # seeds 42-46 averaged into saved_models/deep_cnn_ensemble5/
 
@@ -14,7 +15,14 @@ import sys
 from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run, whole_number
 from mnist_lab.config import TrainConfig, add_run_flags
 from mnist_lab.errors import UserError
-from models import DEFAULT_MODEL, OPTIMIZERS, REGISTRY, SCHEDULES
+from models import DEFAULT_MODEL, HANDWRITING, OPTIMIZERS, REGISTRY, SCHEDULES
+
+
+def augmentation(text):
+    """--augment's optional value: a bare --augment is rotation, shift and zoom."""
+    if text != HANDWRITING:
+        raise argparse.ArgumentTypeError(f"expected nothing or {HANDWRITING!r}, got {text!r}")
+    return text
 
 
 def parse_args(argv=None):
@@ -30,8 +38,12 @@ def parse_args(argv=None):
     parser.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer (default: the model's recipe)")
     parser.add_argument("--schedule", choices=SCHEDULES,
                         help="learning-rate schedule; cosine decays to 0 over the run (default: the model's recipe)")
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                        help="random rotation/shift/zoom of training images (default: the model's recipe)")
+    parser.add_argument("--augment", nargs="?", const=True, type=augmentation, metavar=HANDWRITING,
+                        help="random rotation/shift/zoom of training images; `--augment handwriting` also makes "
+                             "strokes thinner and thicker, distorts, slants, scales, blurs and adds noise "
+                             "(default: the model's recipe)")
+    parser.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
+                        help="no augmentation (default: the model's recipe)")
     add_run_flags(parser, output_default="saved_models/<model>")
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard logs to DIR (default: off)")
     parser.add_argument("--fresh", action="store_true",

@@ -7,7 +7,7 @@ seconds TensorFlow takes to load.
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 from mnist_lab.cli import non_negative_int, positive_int
 from models import DEFAULT_MODEL, REGISTRY
@@ -28,7 +28,7 @@ class TrainConfig:
     learning_rate: Optional[float] = None
     optimizer: Optional[str] = None
     schedule: Optional[str] = None
-    augment: Optional[bool] = None
+    augment: Optional[Union[bool, str]] = None  # False, True or "handwriting" (models.AUGMENTATIONS)
     seed: int = DEFAULT_SEED
     data_dir: Optional[str] = None
     output: Optional[str] = None

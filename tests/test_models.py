@@ -1,5 +1,7 @@
 """Every registered model builds, maps (N, 28, 28, 1) images to (N, 10) probabilities, and has its pinned size."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ PARAMETERS = {
     "deep_cnn": 326_826,
     "fast_cnn": 215_194,
     "resnet": 403_498,
+    "robust_cnn": 225_034,
 }
 
 
@@ -94,3 +97,42 @@ def test_a_recipe_reads_as_words():
     assert REGISTRY["fast_cnn"].recipe.describe() == "1 epoch, batch 256, adam 0.01, one-cycle, betas 0.7/0.9, bfloat16"
     assert Recipe(epochs=2, batch_size=8, optimizer="sgd", schedule="cosine", augment=True,
                   jit_compile=True).describe() == "2 epochs, batch 8, sgd 0.001, cosine, augmentation, XLA"
+
+
+def test_a_recipe_names_its_augmentation_and_refuses_unknown_ones():
+    from models import Recipe
+
+    assert Recipe(epochs=1, batch_size=8, augment="handwriting").describe() == \
+        "1 epoch, batch 8, adam 0.001, handwriting augmentation"
+    for value in ("elastic", 1, None):
+        with pytest.raises(TypeError, match="augment="):
+            Recipe(epochs=1, batch_size=8, augment=value)
+
+
+def test_records_of_every_augmentation_load():
+    """metadata.json from before the third kind (true/false) and with it; what is not a kind is unreadable."""
+    from models import Recipe
+
+    for value in (False, True, "handwriting"):
+        recipe = Recipe(epochs=3, batch_size=64, augment=value)
+        assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+    assert Recipe.from_dict({"epochs": 3, "batch_size": 64, "augment": "sideways"}) is None
+
+
+def test_augment_flag_takes_handwriting():
+    from mnist_lab.config import TrainConfig
+    from train import parse_args
+
+    flags = ([], ["--augment"], ["--augment", "handwriting"], ["--no-augment"])
+    assert [parse_args(given).augment for given in flags] == [None, True, "handwriting", False]
+    assert parse_args(["--augment", "--epochs", "2"]).epochs == 2, "a bare --augment takes no value"
+    assert TrainConfig(model="cnn", augment="handwriting").recipe().augment == "handwriting"
+    assert TrainConfig(model="robust_cnn", augment=False).recipe().augment is False
+
+
+def test_the_robust_model_is_the_classic_cnn_trained_on_handwriting():
+    from mnist_lab.predictor import PREFERRED_MODEL
+
+    assert PREFERRED_MODEL == "robust_cnn" and REGISTRY["robust_cnn"].recipe.augment == "handwriting"
+    robust, plain = REGISTRY["robust_cnn"].build(), REGISTRY["cnn"].build()
+    assert [type(layer).__name__ for layer in robust.layers] == [type(layer).__name__ for layer in plain.layers]

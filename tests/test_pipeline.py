@@ -1,10 +1,14 @@
-"""The tf.data pipeline: the validation split, batch shapes and value range, and augmentation."""
+"""The tf.data pipeline: the validation split, batch shapes and value range, and both augmentations."""
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
+from scipy import ndimage
 
 from mnist_lab.data import Mnist
-from mnist_lab.data.pipeline import make_dataset, make_splits, to_model_input
+from mnist_lab.data.pipeline import (change_thickness, dilate, erode, gaussian_blur, make_dataset, make_splits,
+                                     sample_bilinear, to_model_input)
 from mnist_lab.errors import UserError
 
 
@@ -66,3 +70,101 @@ def test_augmentation_fills_with_black():
     (on, _), = make_dataset(white, np.zeros(32, np.uint8), batch_size=32, augment=True, seed=5)
     black_fraction = (on.numpy() < 0.01).reshape(32, -1).mean(axis=1)
     assert np.mean(black_fraction > 0.01) > 0.8
+
+
+# Handwriting augmentation: what real writing has and MNIST lacks.
+
+def ink_pixels(images):
+    return int(np.sum(np.asarray(images) > 0.5))
+
+
+def test_handwriting_batches_are_float_images_in_unit_range(data):
+    batches = list(make_dataset(data.x_test, data.y_test, batch_size=128, augment="handwriting", seed=1))
+    assert [len(x) for x, _ in batches] == [128, 128, 44]
+    images, labels = batches[0]
+    assert images.shape == (128, 28, 28, 1) and images.dtype.name == "float32"
+    assert float(np.min(images)) >= 0.0 and float(np.max(images)) <= 1.0
+    np.testing.assert_array_equal(labels.numpy(), data.y_test[:128])
+    plain = to_model_input(data.x_test[:128])
+    assert (np.abs(images.numpy() - plain).reshape(128, -1).max(axis=1) > 0.1).mean() > 0.9, "nearly all changed"
+
+
+def test_handwriting_augmentation_is_the_same_for_the_same_seed_and_new_each_epoch(data):
+    def epochs(seed, count=2):
+        dataset = make_dataset(data.x_test, data.y_test, batch_size=100, shuffle=True, augment="handwriting", seed=seed)
+        return [np.concatenate([x.numpy() for x, _ in dataset]) for _ in range(count)]
+
+    keras.utils.set_random_seed(0)
+    first = epochs(7)
+    keras.utils.set_random_seed(0)
+    again = epochs(7)
+    keras.utils.set_random_seed(0)
+    other = epochs(8, count=1)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.allclose(first[0], first[1]), "each epoch draws new distortions"
+    assert not np.allclose(first[0], other[0])
+
+
+def test_handwriting_distortions_are_the_same_in_a_parallel_map(data):
+    """Stateless random ops keyed by the batch's seed: the threads' order does not matter."""
+    keras.utils.set_random_seed(0)
+    parallel = np.concatenate([x.numpy() for x, _ in make_dataset(data.x_test, data.y_test, 50, augment="handwriting",
+                                                                  seed=2)])
+    keras.utils.set_random_seed(0)
+    one_at_a_time = np.concatenate([x.numpy() for x, _ in make_dataset(
+        data.x_test, data.y_test, 50, augment="handwriting", seed=2, deterministic=True)])
+    np.testing.assert_array_equal(parallel, one_at_a_time)
+
+
+@pytest.fixture
+def strokes():
+    """Ten digit-like strokes: rings and bars 2-3 pixels wide, as MNIST's are."""
+    rows, cols = np.mgrid[0:28, 0:28]
+    images = np.zeros((10, 28, 28, 1), np.float32)
+    for index in range(10):
+        radius = 5 + index % 4
+        ring = np.abs(np.hypot(rows - 14, cols - 14 + index % 3) - radius) < 1.3
+        images[index, ..., 0] = ring
+        images[index, 4:24, 13 + index % 3:15 + index % 3, 0] = 1.0
+    return images
+
+
+def test_thickness_thickens_and_thins(strokes):
+    images = tf.constant(strokes)
+    plain = ink_pixels(images)
+    np.testing.assert_array_equal(dilate(images), tf.nn.max_pool2d(images, 3, 1, "SAME"))
+    np.testing.assert_array_equal(erode(images), -tf.nn.max_pool2d(-images, 3, 1, "SAME"))
+    by_amount = [ink_pixels(change_thickness(images, tf.fill((len(strokes),), amount)))
+                 for amount in (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)]
+    assert by_amount == sorted(by_amount) and by_amount[2] == plain
+    assert by_amount[0] < 0.6 * plain and by_amount[4] > 1.5 * plain and by_amount[6] > by_amount[4]
+    np.testing.assert_array_equal(change_thickness(images, tf.ones(len(strokes))), dilate(images))
+    np.testing.assert_array_equal(change_thickness(images, -tf.ones(len(strokes))), erode(images))
+
+
+def test_bilinear_sampling_matches_scipy():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 28, 28, 1)).astype(np.float32)
+    rows, cols = (rng.uniform(-3, 31, (3, 28, 28)).astype(np.float32) for _ in range(2))
+    sampled = sample_bilinear(tf.constant(images), tf.constant(rows), tf.constant(cols)).numpy()
+    expected = np.stack([ndimage.map_coordinates(image[..., 0], [r, c], order=1, mode="grid-constant")
+                         for image, r, c in zip(images, rows, cols)])
+    np.testing.assert_allclose(sampled[..., 0], expected, atol=1e-5)
+    grid_rows, grid_cols = (np.stack([grid] * 3) for grid in np.mgrid[0:28, 0:28].astype(np.float32))
+    same = sample_bilinear(tf.constant(images), tf.constant(grid_rows), tf.constant(grid_cols))
+    np.testing.assert_allclose(same, images, atol=1e-6)
+
+
+def test_blur_is_a_gaussian():
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    image[0, 14, 14, 0] = 1.0
+    blurred = gaussian_blur(tf.constant(image)).numpy()[0, ..., 0]
+    expected = ndimage.gaussian_filter(image[0, ..., 0], 1.0, truncate=2.0, mode="constant")
+    np.testing.assert_allclose(blurred, expected, atol=1e-6)
+    assert blurred.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_unknown_augmentation_is_refused(data):
+    with pytest.raises(ValueError, match="augment='elastic'"):
+        make_dataset(data.x_test, data.y_test, 10, augment="elastic")
