@@ -8,7 +8,8 @@
 Up to 16 million pixels, RGB, grey or with alpha, dark ink on light paper or the reverse: each
 image is prepared the way MNIST digits were (see mnist_lab/preprocess.py). A file that cannot be
 read or predicted gets one line on stderr and the others are still predicted; the exit status is
-then 1.
+then 1. An answer the model is unsure of says so and why, "7 (52.1 %, unsure: top probability below
+80 %)", and in JSON `"unsure": true` with `"unsure_reason"` (see mnist_lab/predictor.py).
 """
 
 import argparse
@@ -30,8 +31,8 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP); - reads one from stdin")
-    parser.add_argument("--model", help="model folder under --models-dir (default: the best test accuracy among the models "
-                        "tested on the full test set)")
+    parser.add_argument("--model", help="model folder under --models-dir (default: robust_cnn once trained, else "
+                        "the best test accuracy among the models tested on the full test set)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (default: text)")
     parser.add_argument("--show", nargs="?", const=SHOW_DIR, metavar="DIR",
@@ -96,7 +97,8 @@ def main(argv=None):
                                   **prediction.to_dict()}, allow_nan=False))
             else:
                 top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())
-                print(f"{name}: {prediction.digit} ({100 * prediction.probability:.1f} %)   top 3: {top}")
+                unsure = f", unsure: {prediction.unsure}" if prediction.unsure else ""
+                print(f"{name}: {prediction.digit} ({100 * prediction.probability:.1f} %{unsure})   top 3: {top}")
             if args.show:
                 stem = "stdin" if argument == STDIN else Path(argument).stem
                 while stem in shown_names:  # a/7.png and b/7.jpg must not overwrite each other

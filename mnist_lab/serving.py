@@ -1,7 +1,7 @@
 """The web app behind `python serve.py`: a draw-a-digit page and a JSON prediction API.
 
     GET  /          the page: draw with mouse or finger, or upload an image
-    POST /predict   an image (multipart upload or raw body) -> digit, probabilities, model, ms
+    POST /predict   an image (multipart upload or raw body) -> digit, probabilities, unsure (and why), model, ms
     GET  /models    the trained models and which one is loaded
     GET  /health    liveness
 

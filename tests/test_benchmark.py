@@ -1,8 +1,10 @@
-"""The speed benchmark: its FLOP count on a model small enough to count by hand, and its quick mode."""
+"""The benchmarks: the speed benchmark's FLOP count on a model small enough to count by hand and its
+quick mode; the photos benchmark's scoring of the unsure flag and its report."""
 
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from benchmarks import speed
@@ -59,3 +61,38 @@ def test_vs_pytorch_without_pytorch_says_how_to_install_it_and_measures_the_rest
     assert "vs_pytorch" not in result["models"][0] and "torch" not in result["versions"]
     assert "PyTorch" not in speed.to_markdown(result)
     assert set(result["cpu_flags"]) <= set(SPEED_FLAGS)
+
+
+def test_the_unsure_flag_is_scored_by_precision_and_recall():
+    from benchmarks import photos
+
+    flagged = np.array([True, True, False, False, True, False])
+    wrong = np.array([True, False, True, False, False, False])
+    assert photos.flag_figures(flagged, wrong) == {"flagged": 0.5, "precision": 1 / 3, "recall": 0.5, "errors": 2}
+    probabilities = np.array([[0.5, 0.4, 0.1], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]])
+    np.testing.assert_allclose(photos.margins(probabilities), [0.1, 0.85, 0.1])
+    rows = photos.sweep(np.array([0.5, 0.9, 0.4]), np.array([True, False, True]), (0.45, 0.6, 0.95))
+    assert [(row["threshold"], row["flagged"], row["precision"], row["recall"]) for row in rows] == \
+        [(0.45, 1 / 3, 1.0, 0.5), (0.6, 2 / 3, 1.0, 1.0), (0.95, 1.0, 2 / 3, 1.0)]
+    assert rows[1]["f1"] == 1.0
+
+
+@pytest.mark.slow
+def test_photos_benchmark_writes_its_tables(real_mnist_dir, tmp_path, capsys):
+    from benchmarks import photos
+    from mnist_lab.store import export_savedmodel
+    from models import REGISTRY
+
+    export_savedmodel(REGISTRY["simple_cnn"].build(), tmp_path / "models" / "simple_cnn")
+    assert photos.main(["--per-lighting", "12", "--seed", "1", "--models-dir", str(tmp_path / "models"),
+                        "--data-dir", str(real_mnist_dir), "--reports-dir", str(tmp_path / "reports")]) == 0
+    result = json.loads((tmp_path / "reports" / "photos.json").read_text())
+    assert result["per_lighting"] == 12 and result["seed"] == 1
+    row, = result["models"]
+    assert row["model"] == "simple_cnn" and {"plain", "shadow", "gradient", "mnist_validation", "photos"} <= set(row)
+    assert 0 <= row["unsure"]["flagged"] <= 1 and len(row["sweep"]["top_probability"]) == len(photos.TOP_THRESHOLDS)
+    markdown = (tmp_path / "reports" / "photos.md").read_text()
+    assert "| `simple_cnn` |" in markdown and "| margin |" in markdown
+    assert "| `simple_cnn` |" in capsys.readouterr().out
+    with pytest.raises(photos.UserError, match="no trained model nothing"):
+        photos.main(["--model", "nothing", "--models-dir", str(tmp_path / "models")])

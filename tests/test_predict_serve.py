@@ -5,6 +5,7 @@ saying so, when MNIST is not cached (CI caches it first).
 """
 
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
@@ -28,12 +29,17 @@ from scipy import ndimage
 from mnist_lab import preprocess
 from mnist_lab.cli import free_port
 from mnist_lab.data.pipeline import to_model_input
+from mnist_lab.predictor import PREFERRED_MODEL, UNSURE_BELOW, Prediction, choose_model, unsure_reason
 from mnist_lab.preprocess import ImageError, ImageTooLarge, prepare_bytes
 from mnist_lab.serving import DECODERS
 from mnist_lab.store import SavedModelClassifier
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "reports" / "test_artifacts"
+# (pen width, size) on the page's 280-pixel pad, whose pen is 18 pixels by default. Thin: a 4-pixel pen on a
+# digit 190 pixels tall, 0.4 pixels once scaled to MNIST's 20; thick: 36 pixels on one half as tall, 5.5
+# pixels. MNIST's strokes are 2-3 pixels; a cnn trained without handwriting augmentation reads the thick 3 as 8.
+PENS = {"thin": (4, 1.0), "thick": (36, 0.5)}
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +53,37 @@ def digits_model(real_mnist, tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     train(TrainConfig(model="cnn", epochs=2, validation_size=40000, data_dir=str(data_dir),
                       output=str(models / "cnn"), verbose=0), log=lambda *_: None)
+    return models
+
+
+@pytest.fixture(scope="session")
+def robust_model(digits_model, real_mnist_dir, tmp_path_factory):
+    """A models folder holding robust_cnn trained with its recipe's augmentation for 3 epochs on 20000 real
+    digits, beside digits_model's cnn."""
+    from mnist_lab.config import TrainConfig
+    from mnist_lab.training import train
+
+    models = tmp_path_factory.mktemp("robust_models")
+    shutil.copytree(digits_model / "cnn", models / "cnn")
+    train(TrainConfig(model="robust_cnn", epochs=3, validation_size=40000, data_dir=str(real_mnist_dir),
+                      output=str(models / "robust_cnn"), verbose=0), log=lambda *_: None)
+    return models
+
+
+@pytest.fixture(scope="session")
+def constant_models(tmp_path_factory):
+    """A models folder with two SavedModels that ignore the image: `undecided` answers 0.1 for every
+    digit, `sure` answers 3 with probability 0.9996."""
+    import keras
+
+    from mnist_lab.store import export_savedmodel
+
+    models = tmp_path_factory.mktemp("constant_models")
+    for name, bias in [("undecided", np.zeros(10)), ("sure", np.eye(10)[3] * 10)]:
+        inputs = keras.Input((28, 28, 1), name="image")
+        dense = keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros",
+                                   bias_initializer=keras.initializers.Constant(bias))
+        export_savedmodel(keras.Model(inputs, dense(keras.layers.Flatten()(inputs))), models / name)
     return models
 
 
@@ -256,6 +293,72 @@ def test_predict_with_nothing_trained_says_what_to_run(tmp_path):
     assert done.stderr.strip() == f"error: no trained models in {tmp_path / 'none'}/; train one first, e.g. `python train.py --model cnn`"
 
 
+def test_unsure_when_the_top_probability_is_low_or_no_digit_is_clear():
+    digit = np.zeros((28, 28), np.float32)
+    digit[4:24, 12:16] = 1.0  # a clear 1: 80 pixels of ink
+    confident, torn = np.eye(10)[1] * 0.99 + 0.001, np.full(10, 0.02)
+    torn[[1, 7]] = 0.42
+    assert unsure_reason(confident, digit) is None
+    assert unsure_reason(torn, digit) == f"top probability below {100 * UNSURE_BELOW:g} %"
+    assert unsure_reason(confident, digit * 0.45).startswith("no clear digit")
+    assert unsure_reason(confident, digit * 0.55) is None
+    sure = Prediction(1, 0.99, confident.tolist(), digit, None).to_dict()
+    unsure = Prediction(7, 0.42, torn.tolist(), digit, "top probability below 80 %").to_dict()
+    assert (sure["unsure"], sure["unsure_reason"]) == (False, None)
+    assert (unsure["unsure"], unsure["unsure_reason"]) == (True, "top probability below 80 %")
+
+
+def fake_model(models_dir, name, test_accuracy, test_images=10_000):
+    """A model folder as choose_model sees it: a saved_model.pb (empty) and a record."""
+    from mnist_lab.record import ModelRecord
+
+    folder = models_dir / name
+    folder.mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"")
+    ModelRecord(model=name, test_accuracy=test_accuracy, data={"test_images": test_images}).save(folder)
+
+
+def test_the_robust_model_is_chosen_once_trained_and_a_named_model_still_wins(tmp_path):
+    fake_model(tmp_path, "cnn", 0.990)
+    fake_model(tmp_path, "deep_cnn", 0.997)
+    assert choose_model(tmp_path) == (tmp_path / "deep_cnn", "best test accuracy on the full test set, 99.70 %")
+    fake_model(tmp_path, f"{PREFERRED_MODEL}_subset2000", 0.999, test_images=400)  # a smoke run is not it
+    assert choose_model(tmp_path)[0] == tmp_path / "deep_cnn"
+    fake_model(tmp_path, PREFERRED_MODEL, 0.992)
+    assert choose_model(tmp_path) == (tmp_path / PREFERRED_MODEL,
+                                      "trained for photos and drawings, 99.20 % on the full test set")
+    assert choose_model(tmp_path, "cnn") == (tmp_path / "cnn", "chosen with --model")
+    assert PREFERRED_MODEL in __import__("models").REGISTRY
+
+
+def test_the_server_says_when_the_model_is_unsure(constant_models):
+    from fastapi.testclient import TestClient
+
+    from mnist_lab.serving import create_app
+
+    png = encode(bar(), "PNG")
+    for name, unsure in [("undecided", True), ("sure", False)]:
+        with TestClient(create_app(constant_models / name, constant_models)) as client:
+            body = client.post("/predict", content=png).json()
+        assert body["unsure"] is unsure, name
+        assert body["unsure_reason"] == (f"top probability below {100 * UNSURE_BELOW:g} %" if unsure else None)
+
+
+@pytest.mark.slow
+def test_predict_says_when_it_is_unsure_in_text_and_json(constant_models, tmp_path):
+    image = tmp_path / "one.png"
+    image.write_bytes(encode(bar(), "PNG"))
+    reason = f"top probability below {100 * UNSURE_BELOW:g} %"
+    undecided = run_script("predict.py", image, "--models-dir", constant_models, "--model", "undecided")
+    assert undecided.returncode == 0, undecided.stderr
+    assert undecided.stdout.splitlines()[1].startswith(f"{image}: 0 (10.0 %, unsure: {reason})   top 3: ")
+    sure = run_script("predict.py", image, "--models-dir", constant_models, "--model", "sure")
+    assert sure.stdout.splitlines()[1].startswith(f"{image}: 3 (100.0 %)   top 3: 3 100.0 %")
+    as_json = [json.loads(run_script("predict.py", image, "--models-dir", constant_models, "--model", name,
+                                     "--json").stdout) for name in ("undecided", "sure")]
+    assert [(record["unsure"], record["unsure_reason"]) for record in as_json] == [(True, reason), (False, None)]
+
+
 @pytest.mark.slow
 def test_predict_goes_on_after_images_that_once_crashed_it_and_reads_stdin(real_mnist, digits_model, tmp_path):
     _, _, x_test, y_test = real_mnist
@@ -346,17 +449,16 @@ class Served:
     tmpdir: Path  # the server's TMPDIR: a request must leave nothing there
 
 
-@pytest.fixture(scope="module")
-def served(digits_model, tmp_path_factory):
-    """`python serve.py` for real, on a free loopback port."""
+@contextlib.contextmanager
+def serving(models_dir, folder, *flags):
+    """`python serve.py` for real, on a free loopback port, with its log and TMPDIR in `folder`."""
     port = free_port()
-    folder = tmp_path_factory.mktemp("server")
     log = open(folder / "server.log", "w")  # a file: a pipe nobody reads could fill
     tmpdir = folder / "tmp"
     tmpdir.mkdir()
-    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--models-dir", str(digits_model),
-                                "--port", str(port)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "TMPDIR": str(tmpdir)})
+    process = subprocess.Popen([sys.executable, str(ROOT / "serve.py"), "--models-dir", str(models_dir),
+                                "--port", str(port), *flags], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               text=True, env={**os.environ, "TMPDIR": str(tmpdir)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -373,6 +475,12 @@ def served(digits_model, tmp_path_factory):
     process.wait(timeout=30)
     log.close()
     assert "Traceback" not in Path(log.name).read_text(), "the server logged a crash"
+
+
+@pytest.fixture(scope="module")
+def served(digits_model, tmp_path_factory):
+    with serving(digits_model, tmp_path_factory.mktemp("server")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -585,9 +693,9 @@ def chromium_path():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.slow
-def test_drawing_on_the_page_shows_the_right_digit(server):
-    """Headless Chromium draws a 1 and a 7 with mouse events; the page must read them."""
+@contextlib.contextmanager
+def browser_page(url, model):
+    """Headless Chromium on the page at `url`, once it names `model`; skipped (failed in CI) without Chromium."""
     if not chromium_path():
         message = "Debian's chromium is not installed (apt-get install chromium); .ci/run installs it"
         if os.environ.get("CI"):
@@ -595,7 +703,6 @@ def test_drawing_on_the_page_shows_the_right_digit(server):
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
-    strokes = {"1": [(140, 40), (140, 240)], "7": [(70, 60), (210, 60), (150, 240)]}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=[
@@ -603,28 +710,86 @@ def test_drawing_on_the_page_shows_the_right_digit(server):
             "--disable-sync", "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 900, "height": 560})
-            page.goto(server)
-            page.wait_for_function("document.getElementById('model').textContent === 'model: cnn'", timeout=10_000)
-            assert not page.locator("#seen").is_visible() and page.locator("#unseen").is_visible(), \
-                "before any drawing, an empty square, not a broken image"
-            page.screenshot(path=str(ARTIFACTS / "page_before_drawing.png"))
-            box = page.locator("#pad").bounding_box()
-            for digit, points in strokes.items():
-                page.click("#clear")
-                page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
-                page.mouse.down()
-                for (x0, y0), (x1, y1) in zip(points, points[1:]):
-                    for step in range(1, 21):
-                        page.mouse.move(box["x"] + x0 + (x1 - x0) * step / 20, box["y"] + y0 + (y1 - y0) * step / 20)
-                page.mouse.up()  # sends the finished drawing; the page is busy until its answer is shown
-                page.wait_for_function("document.body.dataset.prediction !== undefined && !document.body.dataset.busy",
-                                       timeout=30_000)
-                page.screenshot(path=str(ARTIFACTS / f"page_drew_{digit}.png"))
-                assert page.locator("#digit").inner_text() == digit
-                assert page.locator("#seen").get_attribute("src").startswith("data:image/png")
-                assert page.locator("#seen").is_visible() and not page.locator("#unseen").is_visible()
+            page.goto(url)
+            page.wait_for_function(f"document.getElementById('model').textContent === 'model: {model}'", timeout=10_000)
+            yield page
         finally:
             browser.close()
+
+
+def arc(x, y, width, height, start, end, points):
+    """Points along an ellipse's arc centred on (x, y), from `start` to `end` degrees (clockwise on screen)."""
+    angles = np.radians(np.linspace(start, end, points))
+    return [(x + width * np.cos(angle), y + height * np.sin(angle)) for angle in angles]
+
+
+STROKES = {"1": [(140, 40), (140, 240)], "7": [(70, 60), (210, 60), (150, 240)],
+           "3": arc(140, 88, 50, 45, 200, 450, 14) + arc(140, 183, 55, 52, -90, 150, 14),
+           "5": [(200, 45), (100, 45), (92, 130)] + arc(140, 180, 60, 55, -120, 140, 16)}
+
+
+def draw(page, points, pen=None, size=1.0):
+    """Clear the pad, draw a polyline through `points` with mouse events (with the pen's width set to
+    `pen` pixels, if given, and the drawing shrunk by `size` about the pad's centre), and wait for the
+    page to show its answer."""
+    page.click("#clear")
+    if pen is not None:
+        page.locator("#pen").evaluate("(slider, width) => { slider.value = width; }", pen)
+    points = [(140 + (x - 140) * size, 140 + (y - 140) * size) for x, y in points]
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        for step in range(1, 21):
+            page.mouse.move(box["x"] + x0 + (x1 - x0) * step / 20, box["y"] + y0 + (y1 - y0) * step / 20)
+    page.mouse.up()  # sends the finished drawing; the page is busy until its answer is shown
+    page.wait_for_function("document.body.dataset.prediction !== undefined && !document.body.dataset.busy",
+                           timeout=30_000)
+
+
+@pytest.mark.slow
+def test_drawing_on_the_page_shows_the_right_digit(server):
+    """Headless Chromium draws a 1 and a 7 with mouse events; the page must read them."""
+    with browser_page(server, "cnn") as page:
+        assert not page.locator("#seen").is_visible() and page.locator("#unseen").is_visible(), \
+            "before any drawing, an empty square, not a broken image"
+        page.screenshot(path=str(ARTIFACTS / "page_before_drawing.png"))
+        for digit in ("1", "7"):
+            draw(page, STROKES[digit])
+            page.screenshot(path=str(ARTIFACTS / f"page_drew_{digit}.png"))
+            assert page.locator("#digit").inner_text() == digit
+            assert page.locator("#seen").get_attribute("src").startswith("data:image/png")
+            assert page.locator("#seen").is_visible() and not page.locator("#unseen").is_visible()
+
+
+@pytest.fixture(scope="module")
+def robust_served(robust_model, tmp_path_factory):
+    """serve.py with no --model over a folder holding cnn and robust_cnn: it must choose robust_cnn."""
+    with serving(robust_model, tmp_path_factory.mktemp("robust_server")) as server:
+        yield server
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pen", sorted(PENS))
+def test_the_robust_model_reads_thin_and_thick_strokes_on_the_page(robust_served, pen):
+    width, size = PENS[pen]
+    with browser_page(robust_served.url, "robust_cnn") as page:
+        for digit in ("3", "5"):
+            draw(page, STROKES[digit], width, size)
+            page.screenshot(path=str(ARTIFACTS / f"page_robust_{pen}_{digit}.png"))
+            assert page.locator("#digit").inner_text() == digit, f"{pen} pen"
+
+
+@pytest.mark.slow
+def test_the_page_says_when_the_model_is_unsure(constant_models, tmp_path):
+    with serving(constant_models, tmp_path, "--model", "undecided") as server, \
+            browser_page(server.url, "undecided") as page:
+        draw(page, STROKES["1"])
+        reason = f"top probability below {100 * UNSURE_BELOW:g} %"
+        assert page.locator("#unsure").inner_text() == f"unsure: {reason}"
+        assert page.evaluate("document.body.dataset.unsure") == reason
+        page.click("#clear")
+        assert page.locator("#unsure").inner_text() == "" and page.evaluate("document.body.dataset.unsure") is None
 
 
 def test_a_48_megapixel_phone_photo_is_read():
