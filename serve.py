@@ -20,8 +20,8 @@ from mnist_lab.config import MODELS_DIR
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model folder under --models-dir (default: the best test accuracy among the models "
-                        "tested on the full test set)")
+    parser.add_argument("--model", help="model folder under --models-dir (default: robust_cnn once trained, else "
+                        "the best test accuracy among the models tested on the full test set)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; on a loopback address, "

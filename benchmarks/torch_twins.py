@@ -87,8 +87,8 @@ TWINS = {
     "resnet": resnet,
 }
 
-# The settings tried for each twin; its figure is the fastest. bfloat16 autocast is honest only where
-# the CPU computes bfloat16 natively; elsewhere oneDNN emulates it, and it is measured to show that.
+# The settings tried for each twin; its figure is the fastest. bfloat16 autocast is timed only where the
+# CPU computes bfloat16 natively (speed.py asks machine.native_bfloat16, as train.py does for Keras).
 SETTINGS = {
     "float32": {"channels_last": False, "bfloat16": False},
     "float32, channels_last": {"channels_last": True, "bfloat16": False},
