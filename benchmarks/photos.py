@@ -141,7 +141,7 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-lighting", type=positive_int, default=DEFAULT_PER_LIGHTING, metavar="N",
                         help=f"photos per lighting, of the first N validation digits (default: {DEFAULT_PER_LIGHTING})")
-    parser.add_argument("--model", nargs="+", metavar="NAME",
+    parser.add_argument("--model", nargs="+", action="extend", metavar="NAME",
                         help="model folders under --models-dir (default: every trained model)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the photos (default: 0)")
     parser.add_argument("--models-dir", default=str(MODELS_DIR),
@@ -154,6 +154,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    store.check_writable_dir(args.reports_dir, "--reports-dir")  # before minutes of rendering, not after
     models_dir = Path(args.models_dir)
     folders = [models_dir / name for name in args.model] if args.model else store.model_folders(models_dir)
     missing = [folder.name for folder in folders if not (folder / "saved_model.pb").is_file()]

@@ -7,8 +7,8 @@ Traces `--steps` steady-state steps of `model.fit` with the model's recipe (augm
 after a warm-up, then sums the duration of every op the TensorFlow executor ran, over all of its
 threads, into kinds: convolution forward, its two backward passes, pooling, BatchNorm, the
 optimizer's update, the rest. The shares are of the summed op time (two cores run ops side by side,
-so it can exceed the wall time); the input pipeline's own threads are listed apart. The trace
-stays in --logdir for TensorBoard's profile plugin.
+so it can exceed the wall time; the input pipeline's threads are not counted). The trace stays in
+--logdir for TensorBoard's profile plugin.
 """
 
 import argparse
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
+from mnist_lab.errors import UserError
 from models import REGISTRY
 
 # An op belongs to the first kind whose words appear in its name ("layer/.../OpName:OpType").
@@ -44,23 +45,24 @@ def kind_of(op_name):
 
 
 def op_seconds(logdir):
-    """{op name: seconds} summed over the executor's threads, and the input pipeline's seconds, from the trace."""
+    """{op name: seconds} summed over the executor's threads, from the newest trace in `logdir`."""
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    path = max(Path(logdir).rglob("*.xplane.pb"), key=lambda p: p.stat().st_mtime)
+    traces = list(Path(logdir).rglob("*.xplane.pb"))
+    if not traces:
+        raise UserError(f"--logdir {logdir}: TensorFlow's profiler wrote no trace there")
     space = xplane_pb2.XSpace()
-    space.ParseFromString(path.read_bytes())
-    ops, pipeline = collections.Counter(), 0.0
+    space.ParseFromString(max(traces, key=lambda p: p.stat().st_mtime).read_bytes())
+    ops = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                seconds = event.duration_ps / 1e12
-                if line.name.startswith("tf_Compute") and ":" in name and "::" not in name:  # "node/name:OpType"
-                    ops[name] += seconds
-                elif line.name.startswith("tf_data") and name.startswith("Iterator::"):
-                    pipeline = max(pipeline, seconds)
-    return ops, pipeline
+                if ":" in name and "::" not in name:  # an op, "node/name:OpType", not the executor's own spans
+                    ops[name] += event.duration_ps / 1e12
+    return ops
 
 
 def profile(name, steps, logdir, data_dir=None, log=print):
@@ -82,7 +84,7 @@ def profile(name, steps, logdir, data_dir=None, log=print):
     model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0)
     wall = time.perf_counter() - start
     tf.profiler.experimental.stop()
-    ops, pipeline = op_seconds(logdir)
+    ops = op_seconds(logdir)
     kinds = collections.Counter()
     for op, seconds in ops.items():
         kinds[kind_of(op)] += seconds

@@ -77,7 +77,7 @@ async def concurrent(url, image, count, clients):
 
 def main():
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model to serve (default: serve.py's choice, the best recorded)")
+    parser.add_argument("--model", help="model to serve (default: serve.py's choice: robust_cnn once trained, else the best recorded)")
     parser.add_argument("--requests", type=positive_int, default=1000,
                         help="requests in the concurrent phase (default: 1000)")
     parser.add_argument("--clients", type=positive_int, default=50, help="concurrent clients (default: 50)")

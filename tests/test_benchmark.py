@@ -96,3 +96,18 @@ def test_photos_benchmark_writes_its_tables(real_mnist_dir, tmp_path, capsys):
     assert "| `simple_cnn` |" in capsys.readouterr().out
     with pytest.raises(photos.UserError, match="no trained model nothing"):
         photos.main(["--model", "nothing", "--models-dir", str(tmp_path / "models")])
+
+
+def test_the_profile_sorts_ops_into_kinds_by_their_names():
+    from benchmarks.profile_training import kind_of
+
+    prefix = "StatefulPartitionedCall/gradient_tape/deep_cnn_1/conv2d_1/convolution/"
+    assert kind_of(prefix + "Conv2DBackpropFilter:_MklNativeConv2DBackpropFilter") == "convolution, filter gradient"
+    assert kind_of(prefix + "Conv2DBackpropInput:Conv2DBackpropInput") == "convolution, input gradient"
+    assert kind_of("StatefulPartitionedCall/deep_cnn_1/conv2d_1/convolution:_MklNativeConv2D") == "convolution, forward"
+    assert kind_of("StatefulPartitionedCall/gradient_tape/cnn_1/max_pooling2d_1/MaxPool2d/MaxPoolGrad:MaxPoolGrad") \
+        == "pooling (forward and gradient)"
+    assert kind_of("StatefulPartitionedCall/deep_cnn_1/batch_normalization_1/batchnorm/mul_1/Mul:Mul") \
+        == "BatchNorm (forward and gradient)"
+    assert kind_of("StatefulPartitionedCall/adam/Sqrt_9:Sqrt") == "optimizer update"
+    assert kind_of("StatefulPartitionedCall/cnn_1/flatten_1/Reshape:Reshape") == "other ops"

@@ -461,19 +461,21 @@ def serving(models_dir, folder, *flags):
                                text=True, env={**os.environ, "TMPDIR": str(tmpdir)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert process.poll() is None, Path(log.name).read_text()
-        assert time.monotonic() < deadline, "the server did not come up"
-        time.sleep(0.2)
-    yield Served(url, process.pid, tmpdir)
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    try:
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, Path(log.name).read_text()
+            assert time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.2)
+        yield Served(url, process.pid, tmpdir)
+    finally:  # a failed assertion or a skip inside the `with` must not leave a server running
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
     assert "Traceback" not in Path(log.name).read_text(), "the server logged a crash"
 
 
