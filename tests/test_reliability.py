@@ -42,7 +42,10 @@ def train_command(data_dir, output, *extra):
 
 def start(command, env_home):
     env = dict(os.environ, KERAS_HOME=str(env_home))
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal, even when the tests themselves run as a background job, whose children
+    # inherit an ignored SIGINT (and a Ctrl-C would then rightly be ignored).
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def finish(command, env_home):

@@ -297,12 +297,17 @@ def test_a_ctrl_c_is_noted_and_raised_where_training_can_stop_cleanly():
 
     from mnist_lab.training import CtrlC
 
-    before = signal.getsignal(signal.SIGINT)
-    with CtrlC() as ctrl_c:
-        ctrl_c.check()
-        os.kill(os.getpid(), signal.SIGINT)  # delivered now, wherever the main thread is: only noted
-        assert ctrl_c.pressed
-        with pytest.raises(KeyboardInterrupt):
-            ctrl_c.on_train_batch_end(0)
-        assert signal.getsignal(signal.SIGINT) is before, "a second Ctrl-C stops at once"
-    assert signal.getsignal(signal.SIGINT) is before
+    # Python's own handler, as in a terminal, even when the tests run as a background job (SIGINT ignored).
+    outside = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT)
+        with CtrlC() as ctrl_c:
+            ctrl_c.check()
+            os.kill(os.getpid(), signal.SIGINT)  # delivered now, wherever the main thread is: only noted
+            assert ctrl_c.pressed
+            with pytest.raises(KeyboardInterrupt):
+                ctrl_c.on_train_batch_end(0)
+            assert signal.getsignal(signal.SIGINT) is before, "a second Ctrl-C stops at once"
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGINT, outside)
