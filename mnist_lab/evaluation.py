@@ -97,12 +97,19 @@ def write_reports(name, images, labels, probabilities, report, matrix, folder):
                      f"{name}: the {len(worst)} most confident mistakes (#test index: true → predicted, probability)")
 
 
+def open_classifier(folder, data, log=print):
+    """The folder's SavedModel, with a note when its record says it was trained on other data than `data`."""
+    classifier = store.SavedModelClassifier(folder)
+    record = classifier.record
+    if record and record.fingerprint and record.fingerprint != data.fingerprint:
+        log(f"note: {classifier.name} was trained on {record.data.get('source')}, not on {data.source}")
+    return classifier
+
+
 def evaluate_folder(folder, data, config, log=print):
     """Evaluate one SavedModel folder; write its reports; return its row for the table."""
-    classifier = store.SavedModelClassifier(folder)
+    classifier = open_classifier(folder, data, log)
     name, record = classifier.name, classifier.record
-    if record and record.fingerprint and record.fingerprint != data.fingerprint:
-        log(f"note: {name} was trained on {record.data.get('source')}, not on {data.source}")
 
     images = to_model_input(data.x_test)
     classifier.predict(images[:config.batch_size], config.batch_size)  # warm-up: trace the graph once
@@ -179,10 +186,8 @@ def evaluate(config, data=None, log=print):
 
 def corruption_row(folder, data, corrupted, config, log=print):
     """One model's accuracy on the clean test images and on each corrupted copy of them."""
-    classifier = store.SavedModelClassifier(folder)
+    classifier = open_classifier(folder, data, log)
     name, record = classifier.name, classifier.record
-    if record and record.fingerprint and record.fingerprint != data.fingerprint:
-        log(f"note: {name} was trained on {record.data.get('source')}, not on {data.source}")
 
     def accuracy(images):
         predicted = classifier.predict(to_model_input(images), config.batch_size).argmax(axis=1)
