@@ -27,6 +27,7 @@ from models import NUM_CLASSES, REGISTRY
 # An epoch whose mean loss is this far above guessing (ln 10 = 2.30) has diverged, even if finite:
 # a learning rate of 1e6 keeps some models' loss finite, around 1e5 to 1e20, at chance accuracy.
 DIVERGED_LOSS = 10 * math.log(NUM_CLASSES)
+EXPONENTIAL_DECAY = 0.95  # the "exponential" schedule's factor per epoch, as in Deotte's study
 
 
 class Diverged(Exception):
@@ -130,6 +131,9 @@ def make_optimizer(recipe, steps_per_epoch):
             recipe.learning_rate, decay_steps=recipe.epochs * steps_per_epoch)
     elif recipe.schedule == "one_cycle":
         learning_rate = OneCycle(recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch)
+    elif recipe.schedule == "exponential":
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            recipe.learning_rate, decay_steps=steps_per_epoch, decay_rate=EXPONENTIAL_DECAY, staircase=True)
     if recipe.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
     if recipe.optimizer == "rmsprop":

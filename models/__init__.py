@@ -17,11 +17,20 @@ from typing import Union
 from models.common import INPUT_SHAPE, NUM_CLASSES
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-SCHEDULES = ("constant", "cosine", "one_cycle")
+SCHEDULES = ("constant", "cosine", "one_cycle", "exponential")
 HANDWRITING = "handwriting"
-# False: none; True: random rotation, shift and zoom; "handwriting": thinner and thicker strokes,
-# elastic distortion, slant, scale, blur and noise as well (mnist_lab/data/pipeline.py)
-AUGMENTATIONS = (False, True, HANDWRITING)
+WIDE = "wide"
+# False: none; True: random rotation, shift and zoom; "wide": the same with wider ranges (Deotte's);
+# "handwriting": thinner and thicker strokes, elastic distortion, slant, scale, blur and noise as
+# well (mnist_lab/data/pipeline.py)
+AUGMENTATIONS = (False, True, WIDE, HANDWRITING)
+
+
+def check_augmentation(augment):
+    """`augment` if it is one of AUGMENTATIONS, else a TypeError saying what is allowed."""
+    if not (isinstance(augment, bool) or augment in (WIDE, HANDWRITING)):
+        raise TypeError(f"augment={augment!r}: expected one of {AUGMENTATIONS}")
+    return augment
 
 
 @dataclass(frozen=True)
@@ -33,15 +42,15 @@ class Recipe:
     learning_rate: float = 1e-3
     optimizer: str = "adam"  # one of OPTIMIZERS; sgd uses Nesterov momentum 0.9
     schedule: str = "constant"  # one of SCHEDULES; cosine decays to 0 over all training steps;
-    # one_cycle rises to learning_rate over the first 30 % of steps, then falls to 0
+    # one_cycle rises to learning_rate over the first 30 % of steps, then falls to 0;
+    # exponential multiplies it by 0.95 after every epoch
     augment: Union[bool, str] = False  # one of AUGMENTATIONS
     adam_betas: tuple = (0.9, 0.999)
     jit_compile: bool = False  # XLA-compile the training step
     mixed_bfloat16: bool = False  # compute in bfloat16, keep weights and the output in float32
 
     def __post_init__(self):
-        if not (isinstance(self.augment, bool) or self.augment == HANDWRITING):
-            raise TypeError(f"augment={self.augment!r}: expected one of {AUGMENTATIONS}")
+        check_augmentation(self.augment)
 
     def to_dict(self):
         return asdict(self)
@@ -62,7 +71,8 @@ class Recipe:
         if self.schedule != "constant":
             words.append(self.schedule.replace("_", "-"))
         if self.augment:
-            words.append("handwriting augmentation" if self.augment == HANDWRITING else "augmentation")
+            words.append({HANDWRITING: "handwriting augmentation", WIDE: "wide augmentation"}.get(self.augment,
+                                                                                               "augmentation"))
         if self.adam_betas != Recipe.adam_betas:
             words.append(f"betas {self.adam_betas[0]:g}/{self.adam_betas[1]:g}")
         if self.mixed_bfloat16:
@@ -157,5 +167,5 @@ REGISTRY = {
 
 DEFAULT_MODEL = "cnn"
 
-__all__ = ["AUGMENTATIONS", "DEFAULT_MODEL", "HANDWRITING", "INPUT_SHAPE", "NUM_CLASSES", "OPTIMIZERS", "REGISTRY",
+__all__ = ["AUGMENTATIONS", "DEFAULT_MODEL", "HANDWRITING", "WIDE", "check_augmentation", "INPUT_SHAPE", "NUM_CLASSES", "OPTIMIZERS", "REGISTRY",
            "SCHEDULES", "ModelSpec", "Recipe"]

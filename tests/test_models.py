@@ -104,6 +104,8 @@ def test_a_recipe_names_its_augmentation_and_refuses_unknown_ones():
 
     assert Recipe(epochs=1, batch_size=8, augment="handwriting").describe() == \
         "1 epoch, batch 8, adam 0.001, handwriting augmentation"
+    assert Recipe(epochs=1, batch_size=8, schedule="exponential", augment="wide").describe() == \
+        "1 epoch, batch 8, adam 0.001, exponential, wide augmentation"
     for value in ("elastic", 1, None):
         with pytest.raises(TypeError, match="augment="):
             Recipe(epochs=1, batch_size=8, augment=value)

@@ -64,6 +64,18 @@ def test_augmentation_changes_images_only_when_on(data):
     assert on.shape == plain.shape and float(np.min(on)) >= 0.0 and float(np.max(on)) <= 1.0 + 1e-6
 
 
+def test_wide_augmentation_moves_digits_further(data):
+    """`augment="wide"` (rotation 15 degrees, zoom 0.15) against the default (10 degrees, 0.1), same draws."""
+    plain = to_model_input(data.x_test[:64])
+    moved = {}
+    for augment in (True, "wide"):
+        (batch, _), = make_dataset(data.x_test[:64], data.y_test[:64], batch_size=64, augment=augment, seed=3,
+                                   deterministic=True)
+        moved[augment] = float(np.abs(batch.numpy() - plain).mean())
+        assert float(np.min(batch)) >= 0.0 and float(np.max(batch)) <= 1.0 + 1e-6
+    assert moved["wide"] > moved[True] > 0  # equal if "wide" were ignored: the draws are the same
+
+
 def test_augmentation_fills_with_black():
     """fill_mode="constant": pixels moved in from outside are background (0), not copies of the edge."""
     white = np.full((32, 28, 28), 255, np.uint8)
@@ -166,5 +178,5 @@ def test_blur_is_a_gaussian():
 
 
 def test_an_unknown_augmentation_is_refused(data):
-    with pytest.raises(ValueError, match="augment='elastic'"):
+    with pytest.raises(TypeError, match="augment='elastic'"):
         make_dataset(data.x_test, data.y_test, 10, augment="elastic")

@@ -264,6 +264,18 @@ def test_one_cycle_rises_then_falls_to_zero():
     assert OneCycle.from_config(schedule.get_config()).get_config() == schedule.get_config()
 
 
+def test_the_exponential_schedule_falls_by_0_95_an_epoch():
+    from mnist_lab.training import make_optimizer
+    from models import Recipe
+
+    optimizer = make_optimizer(Recipe(epochs=30, batch_size=8, schedule="exponential"), steps_per_epoch=10)
+    rates = []
+    for step in (0, 9, 10, 25):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3 * 0.95, 1e-3 * 0.95 ** 2])
+
+
 def test_a_finite_but_exploding_loss_is_a_diverged_run_and_keeps_the_good_model(tmp_path, synthetic_dir):
     """--learning-rate 1e6 leaves some models' loss finite (1e5 to 1e20) at chance accuracy."""
     config = TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
