@@ -46,7 +46,7 @@ def parse_args(argv=None):
                              "(default: the model's recipe)")
     parser.add_argument("--no-augment", dest="augment", action="store_const", const=False, default=None,
                         help="no augmentation (default: the model's recipe)")
-    add_run_flags(parser, output_default="saved_models/<model>")
+    add_run_flags(parser, output_default="saved_models/<model>", final_fit=True)
     parser.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard logs to DIR (default: off)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over instead of resuming an interrupted run of the same command (default: resume)")

@@ -48,10 +48,12 @@ class TrainConfig:
         return dataclasses.replace(base or REGISTRY[self.model].recipe, **overrides)
 
     def output_dir(self):
-        """--output, else saved_models/<model>/; a smoke run on --subset N gets <model>_subsetN/ of its own."""
+        """--output, else saved_models/<model>/; a smoke run on --subset N gets <model>_subsetN/ of its own,
+        a final fit (--validation-size 0) <model>_full/, so neither replaces the model of the split."""
         if self.output:
             return Path(self.output)
-        return MODELS_DIR / (f"{self.model}_subset{self.subset}" if self.subset else self.model)
+        return MODELS_DIR / (self.model + (f"_subset{self.subset}" if self.subset else "")
+                             + ("_full" if self.validation_size == 0 else ""))
 
     def flags(self):
         """The config as a model's record keeps it."""
@@ -62,8 +64,11 @@ class TrainConfig:
         return {"seed": self.seed, "subset": self.subset, "validation_size": self.validation_size}
 
 
-def add_run_flags(parser, output_default):
-    """The flags every trainer shares: what data, which split, which seed, where the model goes."""
+def add_run_flags(parser, output_default, final_fit=False):
+    """The flags every trainer shares: what data, which split, which seed, where the model goes.
+
+    `final_fit`: --validation-size may be 0, training on every training image (train.py only: the
+    NumPy net and the tuner need a validation split)."""
     parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
                         help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
     parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
@@ -76,5 +81,8 @@ def add_run_flags(parser, output_default):
     parser.add_argument("--replace", action="store_true",
                         help="let this run replace a model at its output that was trained on more images or for "
                              "more epochs (default: refuse, so a smoke run never overwrites a real model)")
-    parser.add_argument("--validation-size", type=positive_int, default=VALIDATION_SIZE,
-                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})")
+    parser.add_argument("--validation-size", type=non_negative_int if final_fit else positive_int,
+                        default=VALIDATION_SIZE,
+                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})"
+                             + ("; 0: a final fit on all 60000, once the recipe and its epochs are fixed on the split"
+                                if final_fit else ""))

@@ -80,7 +80,8 @@ def seeds_summary(model, members):
         "model": model,
         "seeds": [record.seed for record in records],
         "test_accuracy": spread(record.test_accuracy for record in records),
-        "validation_accuracy": spread(record.validation_accuracy for record in records),
+        "validation_accuracy": spread(record.validation_accuracy for record in records)
+        if all(record.validation_accuracy is not None for record in records) else None,  # None: final fits
         "training_seconds": spread(record.training_seconds for record in records),
         "seconds_per_epoch": spread(record.seconds_per_epoch for record in records),
         "epochs": records[0].epochs_run,
@@ -92,12 +93,16 @@ def seeds_summary(model, members):
     }
 
 
+def percent(fraction):
+    return "-" if fraction is None else f"{100 * fraction:.2f} %"  # a final fit has no validation figure
+
+
 def format_seeds(summary):
     test = summary["test_accuracy"]
     lines = [f"{summary['model']} over {len(summary['seeds'])} seeds: test accuracy mean {100 * test['mean']:.2f} % "
              f"± {100 * test['std']:.2f} (sample std), min {100 * test['min']:.2f} %, max {100 * test['max']:.2f} %",
              "", "| seed | validation accuracy | test accuracy | model |", "|---:|---:|---:|---|"]
-    lines += [f"| {member['seed']} | {100 * member['validation_accuracy']:.2f} % | {100 * member['test_accuracy']:.2f} % "
+    lines += [f"| {member['seed']} | {percent(member['validation_accuracy'])} | {percent(member['test_accuracy'])} "
               f"| {member['folder']} |" for member in summary["members"]]
     return "\n".join(lines)
 
@@ -148,7 +153,7 @@ def run_ensemble(config, count, data=None, log=print):
     members = train_members(dataclasses.replace(config, output=None), count, data, log)
     model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
                            for folder, _ in members], output.name)
-    validation_accuracy = accuracy(model, splits.x_val, splits.y_val)
+    validation_accuracy = accuracy(model, splits.x_val, splits.y_val) if len(splits.x_val) else None
     test_accuracy = accuracy(model, splits.x_test, splits.y_test)  # the one use of the test set
     summary = seeds_summary(config.model, members)
     spec = REGISTRY[config.model]
@@ -159,7 +164,7 @@ def run_ensemble(config, count, data=None, log=print):
         ensemble={"of": config.model, "members": summary["members"], "member_test_accuracy": summary["test_accuracy"]},
         epochs_run=summary["epochs"], training_seconds=round(sum(record.training_seconds for _, record in members), 2),
         seconds_per_epoch=round(summary["seconds_per_epoch"]["mean"], 2),
-        validation_accuracy=round(validation_accuracy, 6), test_accuracy=round(test_accuracy, 6))
+        validation_accuracy=validation_accuracy and round(validation_accuracy, 6), test_accuracy=round(test_accuracy, 6))
     with OutputLock(output):
         store.recover_interrupted(output.parent, log, own=output.name)
         store.write_model_folder(model, output, record)

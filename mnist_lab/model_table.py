@@ -18,6 +18,7 @@ def table_row(record, test_accuracy, tta_accuracy, source=None, summary=None):
     """
     return {"model": record.model, "summary": summary if summary is not None else record.summary,
             "parameters": record.parameters, "epochs": record.epochs_run,
+            "trained_on": trained_on(record.data),
             "seconds_per_epoch": record.seconds_per_epoch, "training_seconds": record.training_seconds,
             "test_accuracy": list(test_accuracy), "tta_accuracy": list(tta_accuracy),
             "ensemble_of": len((record.ensemble or {}).get("members", [])),
@@ -49,14 +50,22 @@ def seeds(row):
     return str(len(row["test_accuracy"]))
 
 
+def trained_on(data):
+    """The protocol: the first 50,000 training images (the split's), or all 60,000 in a final fit."""
+    images = data.get("train_images")
+    if not images:
+        return "?"
+    return f"{images:,}, no validation" if data.get("validation_images") == 0 else f"{images:,}"
+
+
 def format_model_table(rows):
     """Markdown, best mean test accuracy first."""
-    lines = ["| model | what it is | parameters | epochs | time per epoch | training time | test accuracy "
-             "| with TTA | seeds | its source reports |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["| model | what it is | parameters | trained on | epochs | time per epoch | training time "
+             "| test accuracy | with TTA | seeds | its source reports |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in sorted(rows, key=lambda row: -statistics.fmean(row["test_accuracy"])):
         lines.append(
-            f"| `{row['model']}` | {row['summary']} | {row['parameters']:,} | {row['epochs'] or '?'} "
+            f"| `{row['model']}` | {row['summary']} | {row['parameters']:,} | {row['trained_on']} | {row['epochs'] or '?'} "
             f"| {duration(row['seconds_per_epoch'])} | {duration(row['training_seconds'])} "
             f"| {percent(row['test_accuracy'])} | {percent(row['tta_accuracy']) if row['tta_accuracy'] else '-'} "
             f"| {seeds(row)} | {row['source']} |")

@@ -167,8 +167,9 @@ def train(config, data=None, log=print, spec=None, **record_fields):
 
 
 def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_fields):
-    log(f"{config.model}: {len(splits.x_train)} training, {len(splits.x_val)} validation, "
-        f"{len(splits.x_test)} test images; {recipe.describe()}")
+    validation = f"{len(splits.x_val)} validation" if len(splits.x_val) else "no validation (a final fit)"
+    log(f"{config.model}: {len(splits.x_train)} training, {validation}, {len(splits.x_test)} test images; "
+        f"{recipe.describe()}")
     if recipe.mixed_bfloat16 and not bfloat16_is_native():
         log(f"{config.model}: this device has no native bfloat16 (a GPU before Ampere, a CPU without AVX512-BF16 "
             "or AMX), so it computes in float32, which is faster here than emulated bfloat16")
@@ -181,7 +182,7 @@ def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_
     store.check_free_space(output, model.count_params())
     train_ds = make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
                             augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
-    val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size)
+    val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size) if len(splits.x_val) else None
 
     backup = resume.backup_dir(output)
     settings = {"model": config.model, "summary": spec.summary, "recipe": recipe.to_dict(), "seed": config.seed,
@@ -213,7 +214,7 @@ def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_
         config.model, spec, config, model, data, splits, epochs_run=len(epoch_seconds),
         resumed_after_epoch=completed or None, training_seconds=round(training_seconds, 2),
         seconds_per_epoch=round(training_seconds / max(1, len(epoch_seconds)), 2),
-        validation_accuracy=round(float(history["val_accuracy"][-1]), 6),
+        validation_accuracy=round(float(history["val_accuracy"][-1]), 6) if val_ds is not None else None,
         test_accuracy=round(float(test_accuracy), 6), test_loss=round(float(test_loss), 6), **record_fields)
     store.write_model_folder(model, output, record, history, epoch_seconds)
     shutil.rmtree(backup, ignore_errors=True)  # only now: a kill during export still resumes

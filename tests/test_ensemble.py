@@ -75,6 +75,29 @@ def test_seeds_reuse_members_and_report_their_spread(tiny, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_final_fits_train_on_every_image_beside_the_models_of_the_split(tiny, tmp_path, capsys):
+    """--validation-size 0: all 1200 training images, no validation figure, folders of their own."""
+    ensemble.run_ensemble(tiny, 2, log=quiet)
+    split_member = tmp_path / "saved_models" / "members" / "simple_cnn" / "seed-42" / "metadata.json"
+    stamp = split_member.stat().st_mtime_ns
+    argv = ["--model", "simple_cnn", "--epochs", "1", "--data-dir", tiny.data_dir, "--validation-size", "0"]
+    assert train_cli.main([*argv, "--ensemble", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "1200 training, no validation (a final fit)" in out and "trained before" not in out
+    record = json.loads((tmp_path / "saved_models" / "simple_cnn_ensemble2_full" / "metadata.json").read_text())
+    assert record["data"]["train_images"] == 1200 and record["data"]["validation_images"] == 0
+    assert "validation_accuracy" not in record and 0 < record["test_accuracy"] <= 1
+    members = record["ensemble"]["members"]
+    assert [member["folder"] for member in members] == [f"saved_models/members/simple_cnn_full/seed-{seed}"
+                                                        for seed in (42, 43)]
+    assert split_member.stat().st_mtime_ns == stamp, "the split's member is left as it was"
+
+    assert train_cli.main([*argv, "--seeds", "2"]) == 0  # reused, and reported without a validation column figure
+    out = capsys.readouterr().out
+    assert out.count("trained before") == 2 and "| 42 | - |" in out
+
+
+@pytest.mark.slow
 def test_a_changed_recipe_is_not_mistaken_for_a_trained_member(tiny, capsys):
     ensemble.run_seeds(tiny, 2, log=print)
     capsys.readouterr()

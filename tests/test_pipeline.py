@@ -30,10 +30,15 @@ def test_subset_keeps_a_proportionate_slice(data):
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (100, 20, 20)
 
 
-@pytest.mark.parametrize("size", [0, 1200, 5000])
+@pytest.mark.parametrize("size", [-1, 1200, 5000])
 def test_validation_size_must_leave_training_images(data, size):
     with pytest.raises(UserError, match="--validation-size"):
         make_splits(data, validation_size=size)
+
+
+def test_validation_size_0_trains_on_every_image(data):
+    splits = make_splits(data, validation_size=0)
+    assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (len(data.x_train), 0, len(data.x_test))
 
 
 def test_batches_are_float_images_in_unit_range(data):

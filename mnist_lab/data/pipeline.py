@@ -52,10 +52,11 @@ class Splits:
 
 
 def make_splits(data, validation_size=VALIDATION_SIZE, subset=None):
-    """Hold out the last `validation_size` training images; `subset` keeps the first N of each part."""
-    if not 0 < validation_size < len(data.x_train):
+    """Hold out the last `validation_size` training images (0: none, a final fit on all of them);
+    `subset` keeps the first N of each part."""
+    if not 0 <= validation_size < len(data.x_train):
         raise UserError(
-            f"--validation-size {validation_size}: must be between 1 and {len(data.x_train) - 1} "
+            f"--validation-size {validation_size}: must be between 0 and {len(data.x_train) - 1} "
             f"(the training set has {len(data.x_train)} images)"
         )
     cut = len(data.x_train) - validation_size
