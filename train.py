@@ -52,12 +52,13 @@ def parse_args(argv=None):
                         help="start over instead of resuming an interrupted run of the same command (default: resume)")
     several = parser.add_mutually_exclusive_group()
     several.add_argument("--seeds", type=whole_number(2), metavar="N",
-                         help="train N seeds from --seed on into saved_models/members/<model>/seed-<S>/ (reusing "
-                              "any trained before) and report mean, std, min and max test accuracy in "
-                              "reports/seeds/ (default: one run)")
+                         help="train N seeds from --seed on into saved_models/members/<model>/seed-<S>/ "
+                              "(members/<model>_full/ with --validation-size 0; reusing any trained before) and "
+                              "report mean, std, min and max test accuracy in reports/seeds/ (default: one run)")
     several.add_argument("--ensemble", type=whole_number(2), metavar="K",
                          help="train K seeds likewise and export one model averaging their probabilities, "
-                              "to saved_models/<model>_ensemble<K>/ or --output (default: no ensemble)")
+                              "to saved_models/<model>_ensemble<K>/ (<model>_ensemble<K>_full/ with --validation-size "
+                              "0) or --output (default: no ensemble)")
     parser.add_argument("--deterministic", action="store_true",
                         help="bit-identical weights and metrics for the same --seed on the same machine; slower (default: off)")
     return parser.parse_args(argv)

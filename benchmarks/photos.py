@@ -36,6 +36,7 @@ from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
 from mnist_lab.photos import LIGHTINGS, photo_set  # noqa: E402
 from mnist_lab.preprocess import ImageError, prepare_digit  # noqa: E402
+from mnist_lab.record import ModelRecord  # noqa: E402
 
 DEFAULT_PER_LIGHTING = 1500
 # The thresholds swept for each rule; the flag is raised below the threshold.
@@ -167,7 +168,10 @@ def main(argv=None):
     start = time.perf_counter()
     photos = prepared_photos(splits.x_val, splits.y_val, args.per_lighting, args.seed)
     print(f"{len(LIGHTINGS)} x {args.per_lighting} photos rendered and prepared in {time.perf_counter() - start:.0f} s")
-    rows = [measure(folder, photos, splits) for folder in folders]
+    trained_on_them = [folder.name for folder in folders if (record := ModelRecord.load(folder)) and record.final_fit]
+    if trained_on_them:  # a final fit learnt the validation digits these photos are made of
+        print(f"left out: {', '.join(trained_on_them)}, trained on the validation digits (--validation-size 0)")
+    rows = [measure(folder, photos, splits) for folder in folders if folder.name not in trained_on_them]
     rule = f"top probability below {predictor.UNSURE_BELOW:g}, or no clear digit"
     heading = (f"{len(LIGHTINGS)} x {args.per_lighting} photos of MNIST validation digits (seed {args.seed}); "
                f"unsure: {rule}.\n`python benchmarks/photos.py --per-lighting {args.per_lighting} --seed {args.seed}"

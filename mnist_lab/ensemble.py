@@ -3,7 +3,8 @@
     python train.py --model deep_cnn --seeds 3      # seeds 42, 43, 44: mean, std, min, max
     python train.py --model deep_cnn --ensemble 5   # seeds 42-46 averaged: saved_models/deep_cnn_ensemble5/
 
-Each seed is an ordinary trained model in saved_models/members/<model>/seed-<N>/. A model trained
+Each seed is an ordinary trained model in saved_models/members/<model>/seed-<N>/ (<model>_full/ for
+final fits on all training images, --validation-size 0). A model trained
 earlier with the same recipe, seed, split and data is reused (the one in saved_models/<model>/
 too), so `--seeds 3` then `--ensemble 5` trains 5 models, not 8. The members are fixed by their
 seeds before any is trained: nothing about an ensemble is chosen on the test set.
@@ -28,7 +29,7 @@ from models import INPUT_SHAPE, REGISTRY
 
 
 def member_dir(config, seed):
-    """saved_models/members/<model>/seed-S/ (<model>_subsetN/ for a smoke run)."""
+    """saved_models/members/<model>/seed-S/ (<model>_subsetN/ for a smoke run, <model>_full/ for final fits)."""
     return MEMBERS_DIR / dataclasses.replace(config, output=None).output_dir().name / f"seed-{seed}"
 
 
@@ -111,12 +112,12 @@ def run_seeds(config, count, data=None, reports_dir="reports", log=print, reuse=
     """Train (or reuse) `count` seeds from config.seed on; report and return their spread."""
     data = data or load_mnist(config.data_dir, log=log)
     summary = seeds_summary(config.model, train_members(config, count, data, log, reuse))
-    folder = Path(reports_dir) / "seeds"
+    folder, name = Path(reports_dir) / "seeds", member_dir(config, config.seed).parent.name  # deep_cnn, deep_cnn_full
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(summary, folder / f"{config.model}.json")
+    write_json(summary, folder / f"{name}.json")
     text = format_seeds(summary)
-    (folder / f"{config.model}.md").write_text(text + "\n")
-    log(f"\n{text}\n\nwritten to {folder}/{config.model}.json and .md")
+    (folder / f"{name}.md").write_text(text + "\n")
+    log(f"\n{text}\n\nwritten to {folder}/{name}.json and .md")
     return summary
 
 
@@ -148,7 +149,7 @@ def run_ensemble(config, count, data=None, log=print):
     output = ensemble_config(config, count).output_dir()
     store.check_output_dir(output)
     data = data or load_mnist(config.data_dir, log=log)
-    splits = make_splits(data, config.validation_size, config.subset)
+    splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
     store.check_replaceable(output, len(splits.x_train), config.recipe().epochs, config.replace)
     members = train_members(dataclasses.replace(config, output=None), count, data, log)
     model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
@@ -164,7 +165,8 @@ def run_ensemble(config, count, data=None, log=print):
         ensemble={"of": config.model, "members": summary["members"], "member_test_accuracy": summary["test_accuracy"]},
         epochs_run=summary["epochs"], training_seconds=round(sum(record.training_seconds for _, record in members), 2),
         seconds_per_epoch=round(summary["seconds_per_epoch"]["mean"], 2),
-        validation_accuracy=validation_accuracy and round(validation_accuracy, 6), test_accuracy=round(test_accuracy, 6))
+        validation_accuracy=None if validation_accuracy is None else round(validation_accuracy, 6),
+        test_accuracy=round(test_accuracy, 6))
     with OutputLock(output):
         store.recover_interrupted(output.parent, log, own=output.name)
         store.write_model_folder(model, output, record)

@@ -10,15 +10,15 @@ START_MARKER = "<!-- model-table: start (written by benchmarks/accuracy.py) -->"
 END_MARKER = "<!-- model-table: end -->"
 
 
-def table_row(record, test_accuracy, tta_accuracy, source=None, summary=None):
+def table_row(record, test_accuracy, tta_accuracy, source=None, summary=None, name=None):
     """A row from a model's record (the first seed's, for several) and its measured figures.
 
-    `test_accuracy` and `tta_accuracy` are lists, one figure per seed; `source` and `summary`, when
-    given, replace the record's.
+    `test_accuracy` and `tta_accuracy` are lists, one figure per seed; `source`, `summary` and `name`
+    (the folder's: deep_cnn_full for a final fit of deep_cnn), when given, replace the record's.
     """
-    return {"model": record.model, "summary": summary if summary is not None else record.summary,
+    return {"model": name or record.model, "summary": summary if summary is not None else record.summary,
             "parameters": record.parameters, "epochs": record.epochs_run,
-            "trained_on": trained_on(record.data),
+            "trained_on": trained_on(record),
             "seconds_per_epoch": record.seconds_per_epoch, "training_seconds": record.training_seconds,
             "test_accuracy": list(test_accuracy), "tta_accuracy": list(tta_accuracy),
             "ensemble_of": len((record.ensemble or {}).get("members", [])),
@@ -50,12 +50,12 @@ def seeds(row):
     return str(len(row["test_accuracy"]))
 
 
-def trained_on(data):
+def trained_on(record):
     """The protocol: the first 50,000 training images (the split's), or all 60,000 in a final fit."""
-    images = data.get("train_images")
+    images = record.data.get("train_images")
     if not images:
         return "?"
-    return f"{images:,}, no validation" if data.get("validation_images") == 0 else f"{images:,}"
+    return f"{images:,}, no validation" if record.final_fit else f"{images:,}"
 
 
 def format_model_table(rows):

@@ -90,6 +90,11 @@ class ModelRecord:
         return self.flags.get("seed")
 
     @property
+    def final_fit(self):
+        """Trained on every training image, with no validation split (--validation-size 0)."""
+        return self.data.get("validation_images") == 0
+
+    @property
     def fingerprint(self):
         return self.data.get("fingerprint_sha256")
 

@@ -157,7 +157,7 @@ def train(config, data=None, log=print, spec=None, **record_fields):
         store.check_writable_dir(config.tensorboard, "--tensorboard")
     recipe = config.recipe(spec.recipe)
     data = data or load_mnist(config.data_dir, log=log)
-    splits = make_splits(data, config.validation_size, config.subset)
+    splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
     check_batch_size(recipe.batch_size, splits)
     store.check_replaceable(output, len(splits.x_train), recipe.epochs, config.replace)
     # Input is checked; from here on this run writes, so it must be the only one writing here.

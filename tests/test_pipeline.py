@@ -37,7 +37,9 @@ def test_validation_size_must_leave_training_images(data, size):
 
 
 def test_validation_size_0_trains_on_every_image(data):
-    splits = make_splits(data, validation_size=0)
+    with pytest.raises(UserError, match="--validation-size 0: must be between 1 and"):
+        make_splits(data, validation_size=0)  # the NumPy net and the tuner need a validation split
+    splits = make_splits(data, validation_size=0, final_fit=True)
     assert (len(splits.x_train), len(splits.x_val), len(splits.x_test)) == (len(data.x_train), 0, len(data.x_test))
 
 

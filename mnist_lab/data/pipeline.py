@@ -51,12 +51,13 @@ class Splits:
     y_test: np.ndarray
 
 
-def make_splits(data, validation_size=VALIDATION_SIZE, subset=None):
-    """Hold out the last `validation_size` training images (0: none, a final fit on all of them);
-    `subset` keeps the first N of each part."""
-    if not 0 <= validation_size < len(data.x_train):
+def make_splits(data, validation_size=VALIDATION_SIZE, subset=None, final_fit=False):
+    """Hold out the last `validation_size` training images; `subset` keeps the first N of each part.
+    `final_fit`: validation_size may be 0, holding out none (train.py's final fits)."""
+    smallest = 0 if final_fit else 1
+    if not smallest <= validation_size < len(data.x_train):
         raise UserError(
-            f"--validation-size {validation_size}: must be between 0 and {len(data.x_train) - 1} "
+            f"--validation-size {validation_size}: must be between {smallest} and {len(data.x_train) - 1} "
             f"(the training set has {len(data.x_train)} images)"
         )
     cut = len(data.x_train) - validation_size
