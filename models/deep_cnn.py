@@ -7,15 +7,14 @@ sees the whole remaining map, then softmax. Trained with augmentation and a deca
 import keras
 
 from models.common import INPUT_SHAPE, NUM_CLASSES
-from models.layers import FusedBatchNormalization
 
 DROPOUT = 0.4
 
 
 def conv_bn(x, filters, kernel_size, strides=1, padding="valid"):
-    """Conv (no bias: BatchNorm's offset replaces it) -> BatchNorm (fused, models/layers.py) -> ReLU."""
+    """Conv (no bias: BatchNorm's offset replaces it) -> BatchNorm -> ReLU."""
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, use_bias=False)(x)
-    x = FusedBatchNormalization()(x)
+    x = keras.layers.BatchNormalization()(x)
     return keras.layers.Activation("relu")(x)
 
 

@@ -9,7 +9,6 @@ import keras
 
 from models.common import INPUT_SHAPE, NUM_CLASSES
 from models.deep_cnn import conv_bn
-from models.layers import FusedBatchNormalization
 
 STAGES = ((32, 2), (64, 2), (128, 1))  # (channels, blocks); each stage begins by halving the map
 DROPOUT = 0.3
@@ -20,10 +19,10 @@ def residual_block(x, filters, strides=1):
     shortcut = x
     y = conv_bn(x, filters, 3, strides=strides, padding="same")
     y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-    y = FusedBatchNormalization()(y)
+    y = keras.layers.BatchNormalization()(y)
     if strides != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(filters, 1, strides=strides, use_bias=False)(x)
-        shortcut = FusedBatchNormalization()(shortcut)
+        shortcut = keras.layers.BatchNormalization()(shortcut)
     return keras.layers.Activation("relu")(keras.layers.Add()([y, shortcut]))
 
 

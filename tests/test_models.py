@@ -138,35 +138,3 @@ def test_the_robust_model_is_the_classic_cnn_trained_on_handwriting():
     assert PREFERRED_MODEL == "robust_cnn" and REGISTRY["robust_cnn"].recipe.augment == "handwriting"
     robust, plain = REGISTRY["robust_cnn"].build(), REGISTRY["cnn"].build()
     assert [type(layer).__name__ for layer in robust.layers] == [type(layer).__name__ for layer in plain.layers]
-
-
-def test_the_fused_batch_norm_computes_what_keras_batch_norm_does(tmp_path):
-    """Training outputs, input gradients and moving statistics agree; a saved model loads back as fused."""
-    import tensorflow as tf
-
-    from models.layers import FusedBatchNormalization
-
-    images = tf.random.stateless_normal((32, 10, 10, 8), seed=(1, 2)) * 3 + 1
-    weight = tf.sin(images)
-    keras_bn, fused = keras.layers.BatchNormalization(), FusedBatchNormalization()
-    keras_bn.build(images.shape), fused.build(images.shape)
-    keras_bn.gamma.assign(tf.linspace(0.5, 2.0, 8)), keras_bn.beta.assign(tf.linspace(-1.0, 1.0, 8))
-    fused.set_weights(keras_bn.get_weights())
-    results = []
-    for layer in (keras_bn, fused):
-        with tf.GradientTape() as tape:
-            tape.watch(images)
-            outputs = layer(images, training=True)
-            loss = tf.reduce_sum(outputs * weight)
-        results.append((outputs, tape.gradient(loss, images), *layer.non_trainable_weights))
-    for expected, got in zip(*results):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-4, rtol=1e-4)
-    assert float(tf.reduce_max(tf.abs(results[0][2]))) > 0.005, "the moving mean moved"
-    np.testing.assert_allclose(fused(images, training=False), keras_bn(images, training=False), atol=1e-5)
-
-    inputs = keras.Input((10, 10, 8))
-    model = keras.Model(inputs, FusedBatchNormalization()(inputs))
-    model.save(tmp_path / "fused.keras")
-    loaded = keras.saving.load_model(tmp_path / "fused.keras")
-    assert isinstance(loaded.layers[-1], FusedBatchNormalization)
-    np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
