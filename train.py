@@ -15,13 +15,13 @@ import sys
 from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run, whole_number
 from mnist_lab.config import TrainConfig, add_run_flags
 from mnist_lab.errors import UserError
-from models import DEFAULT_MODEL, HANDWRITING, OPTIMIZERS, REGISTRY, SCHEDULES, WIDE
+from models import DEFAULT_MODEL, NAMED_AUGMENTATIONS, OPTIMIZERS, REGISTRY, SCHEDULES
 
 
 def augmentation(text):
     """--augment's optional value: a bare --augment is rotation, shift and zoom."""
-    if text not in (WIDE, HANDWRITING):
-        raise argparse.ArgumentTypeError(f"expected nothing, {WIDE!r} or {HANDWRITING!r}, got {text!r}")
+    if text not in NAMED_AUGMENTATIONS:
+        raise argparse.ArgumentTypeError(f"expected nothing or one of {', '.join(NAMED_AUGMENTATIONS)}, got {text!r}")
     return text
 
 
@@ -39,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--schedule", choices=SCHEDULES,
                         help="learning-rate schedule; cosine decays to 0 over the run, exponential by 0.95 an epoch "
                              "(default: the model's recipe)")
-    parser.add_argument("--augment", nargs="?", const=True, type=augmentation, metavar=f"{{{WIDE},{HANDWRITING}}}",
+    parser.add_argument("--augment", nargs="?", const=True, type=augmentation, metavar=f"{{{','.join(NAMED_AUGMENTATIONS)}}}",
                         help="random rotation/shift/zoom of training images; `--augment wide` in wider ranges "
                              "(15 degrees, zoom 0.15); `--augment handwriting` also makes "
                              "strokes thinner and thicker, distorts, slants, scales, blurs and adds noise "

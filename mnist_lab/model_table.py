@@ -65,7 +65,8 @@ def format_model_table(rows):
              "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for row in sorted(rows, key=lambda row: -statistics.fmean(row["test_accuracy"])):
         lines.append(
-            f"| `{row['model']}` | {row['summary']} | {row['parameters']:,} | {row['trained_on']} | {row['epochs'] or '?'} "
+            f"| `{row['model']}` | {row['summary']} | {row['parameters']:,} | {row['trained_on']} "
+            f"| {row['epochs'] or '?'} "
             f"| {duration(row['seconds_per_epoch'])} | {duration(row['training_seconds'])} "
             f"| {percent(row['test_accuracy'])} | {percent(row['tta_accuracy']) if row['tta_accuracy'] else '-'} "
             f"| {seeds(row)} | {row['source']} |")

@@ -23,12 +23,13 @@ WIDE = "wide"
 # False: none; True: random rotation, shift and zoom; "wide": the same with wider ranges (Deotte's);
 # "handwriting": thinner and thicker strokes, elastic distortion, slant, scale, blur and noise as
 # well (mnist_lab/data/pipeline.py)
-AUGMENTATIONS = (False, True, WIDE, HANDWRITING)
+NAMED_AUGMENTATIONS = (WIDE, HANDWRITING)  # what `train.py --augment NAME` takes
+AUGMENTATIONS = (False, True, *NAMED_AUGMENTATIONS)
 
 
 def check_augmentation(augment):
     """`augment` if it is one of AUGMENTATIONS, else a TypeError saying what is allowed."""
-    if not (isinstance(augment, bool) or augment in (WIDE, HANDWRITING)):
+    if not (isinstance(augment, bool) or augment in NAMED_AUGMENTATIONS):
         raise TypeError(f"augment={augment!r}: expected one of {AUGMENTATIONS}")
     return augment
 
@@ -167,5 +168,5 @@ REGISTRY = {
 
 DEFAULT_MODEL = "cnn"
 
-__all__ = ["AUGMENTATIONS", "DEFAULT_MODEL", "HANDWRITING", "WIDE", "check_augmentation", "INPUT_SHAPE", "NUM_CLASSES", "OPTIMIZERS", "REGISTRY",
-           "SCHEDULES", "ModelSpec", "Recipe"]
+__all__ = ["AUGMENTATIONS", "DEFAULT_MODEL", "HANDWRITING", "INPUT_SHAPE", "NAMED_AUGMENTATIONS", "NUM_CLASSES",
+           "OPTIMIZERS", "REGISTRY", "SCHEDULES", "WIDE", "ModelSpec", "Recipe", "check_augmentation"]
