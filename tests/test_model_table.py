@@ -67,3 +67,14 @@ def test_regenerating_into_a_readme_without_markers_fails_before_training(tmp_pa
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "markers" in error[0]
     assert readme.read_text() == "# no table here\n"
+
+
+def test_the_benchmark_trains_the_seeds_and_the_ensemble_on_the_split_and_as_final_fits():
+    from benchmarks import accuracy
+    plan, quick = accuracy.Plan(), accuracy.Plan(quick=True)
+    for runs in (plan.seeds(), plan.ensembles()):
+        assert [(config.output_dir().name, config.validation_size, count) for config, count in runs] == \
+            [("deep_cnn", 10_000, 5), ("deep_cnn_full", 0, 5)]
+    for runs in (quick.seeds(), quick.ensembles()):
+        assert [(config.output_dir().name, config.validation_size, count) for config, count in runs] == \
+            [("deep_cnn_subset1000", 10_000, 2), ("deep_cnn_subset1000_full", 0, 2)]
