@@ -138,8 +138,8 @@ def measure_rows(plan, models_dir, reports_dir, data, log):
     for config, count in plan.seeds():
         members = ensemble.train_members(config, count, data, log)  # all found: trained above
         name, spec = config.output_dir().name, REGISTRY[config.model]
-        evaluated = [evaluate_folder(folder, data, EvalConfig(reports_dir=str(Path(reports_dir) / "members" / name),
-                                                              tta=True), log) for folder, _ in members]
+        member_config = EvalConfig(reports_dir=str(Path(reports_dir) / "members" / name), tta=True)
+        evaluated = [evaluate_folder(folder, data, member_config, log) for folder, _ in members]
         records = [record for _, record in members]
         row = model_table.table_row(records[0], [r["test_accuracy"] for r in evaluated],
                                     [r["tta_accuracy"] for r in evaluated], spec.source, spec.summary, name=name)
