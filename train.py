@@ -39,7 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--schedule", choices=SCHEDULES,
                         help="learning-rate schedule; cosine decays to 0 over the run, exponential by 0.95 an epoch "
                              "(default: the model's recipe)")
-    parser.add_argument("--augment", nargs="?", const=True, type=augmentation, metavar=f"{{{','.join(NAMED_AUGMENTATIONS)}}}",
+    parser.add_argument("--augment", nargs="?", const=True, type=augmentation,
+                        metavar=f"{{{','.join(NAMED_AUGMENTATIONS)}}}",
                         help="random rotation/shift/zoom of training images; `--augment wide` in wider ranges "
                              "(15 degrees, zoom 0.15); `--augment handwriting` also makes "
                              "strokes thinner and thicker, distorts, slants, scales, blurs and adds noise "

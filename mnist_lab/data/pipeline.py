@@ -4,7 +4,8 @@ Augmentation runs here, on whole batches inside `Dataset.map`, never inside a mo
 random image layers act whenever `training=True`, so a model that held them would keep
 distorting digits after export. Three kinds (a recipe's `augment`, see models/__init__.py):
 `True`, gentle rotation, shift and zoom; `"wide"`, the same in wider ranges; `"handwriting"`, what
-real writing has and MNIST lacks (`handwriting_distort`): thinner and thicker strokes, elastic wobble, slant, scale, blur, noise.
+real writing has and MNIST lacks (`handwriting_distort`): thinner and thicker strokes, elastic
+wobble, slant, scale, blur, noise.
 """
 
 from dataclasses import dataclass
