@@ -1,5 +1,6 @@
 """The benchmarks: the speed benchmark's FLOP count on a model small enough to count by hand and its
-quick mode; the photos benchmark's scoring of the unsure flag and its report."""
+quick mode; the photos benchmark's scoring of the unsure flag and its report; the recipe screen's
+copy of the pipeline's augmentation, and one run of it."""
 
 import json
 
@@ -7,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks import speed
+from benchmarks import screen, speed
 from mnist_lab.machine import SPEED_FLAGS
 
 
@@ -111,3 +112,35 @@ def test_the_profile_sorts_ops_into_kinds_by_their_names():
         == "BatchNorm (forward and gradient)"
     assert kind_of("StatefulPartitionedCall/adam/Sqrt_9:Sqrt") == "optimizer update"
     assert kind_of("StatefulPartitionedCall/cnn_1/flatten_1/Reshape:Reshape") == "other ops"
+
+
+def test_the_screen_distorts_as_the_pipeline_does():
+    from mnist_lab.data import pipeline
+
+    # pipeline.py imports TensorFlow, so the screen keeps a copy of its ranges; they must not drift.
+    assert (screen.ROTATION_DEGREES, screen.SHIFT_FRACTION, screen.ZOOM_FRACTION) == (
+        pipeline.ROTATION_DEGREES, pipeline.SHIFT_FRACTION, pipeline.ZOOM_FRACTION)
+    assert (screen.WIDE_ROTATION_DEGREES, screen.WIDE_ZOOM_FRACTION) == (
+        pipeline.WIDE_ROTATION_DEGREES, pipeline.WIDE_ZOOM_FRACTION)
+    digits = np.zeros((2, 28, 28, 1), "float32")
+    digits[:, 8:20, 12:16] = 1.0  # a bar in the middle
+    still = screen.make_distort_layer(0, 0, 0, seed=1)
+    np.testing.assert_allclose(still(digits, training=True), digits, atol=1e-6)
+    distort = screen.make_distort_layer(10, 0.1, 0.1, seed=1)
+    moved = np.asarray(distort(digits, training=True))
+    assert moved.shape == digits.shape and np.abs(moved - digits).max() > 0.5
+    assert 0.7 < moved.sum() / digits.sum() < 1.3  # the bar moved, turned and scaled, but stayed inside
+    np.testing.assert_array_equal(distort(digits, training=False), digits)
+
+
+@pytest.mark.slow
+def test_a_screen_run_appends_its_row(real_mnist, tmp_path, capsys):
+    train_npz = tmp_path / "train.npz"
+    np.savez(train_npz, x=real_mnist[0][:10_128], y=real_mnist[1][:10_128])  # one batch to train on
+    results = tmp_path / "screen.jsonl"
+    argv = ["--change", "width15", "--seed", "3", "--epochs", "1", "--train-npz", str(train_npz), "--results", str(results)]
+    assert screen.main(argv) == 0
+    row = json.loads(results.read_text())
+    assert row["change"] == "width15" and row["epochs"] == 1 and row["params"] == 732_922
+    assert 0 <= row["val_accuracy"] <= 1 and row["backend"] == "tensorflow"
+    assert "width15 seed 3: validation accuracy" in capsys.readouterr().out
