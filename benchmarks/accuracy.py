@@ -27,7 +27,7 @@ from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
 quiet_tensorflow_import()
 
 from mnist_lab import ensemble, model_table, tuning  # noqa: E402
-from mnist_lab.config import FINAL_FIT, MODELS_DIR, TrainConfig  # noqa: E402
+from mnist_lab.config import MODELS_DIR, TrainConfig, row_name  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.evaluation import EvalConfig, evaluate, evaluate_folder  # noqa: E402
@@ -130,7 +130,7 @@ def measure_rows(plan, models_dir, reports_dir, data, log):
         if row["model"] in seeded:
             continue
         record = ModelRecord.load(models_dir / row["model"])
-        kind = row["model"].removesuffix(FINAL_FIT)  # a final fit has the words of its recipe's row
+        kind = row_name(row["model"])  # a final fit or a --quick run has the words of its recipe's row
         spec = REGISTRY.get(kind)  # today's words for a registry model, whenever it was trained
         table.append(model_table.table_row(record, [row["test_accuracy"]], [row["tta_accuracy"]],
                                            spec.source if spec else sources(plan).get(kind),

@@ -133,7 +133,8 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--change", required=True, choices=sorted(CHANGES), help="what differs from the recipe (required)")
+    parser.add_argument("--change", required=True, choices=sorted(CHANGES),
+                        help="what differs from the recipe (required)")
     parser.add_argument("--seed", type=int, required=True, help="the run's seed (required)")
     parser.add_argument("--results", default="reports/screen.jsonl",
                         help="the file each run appends its JSON line to (default: reports/screen.jsonl)")

@@ -5,6 +5,7 @@ seconds TensorFlow takes to load.
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -17,6 +18,12 @@ MEMBERS_DIR = MODELS_DIR / "members"  # the seeds of `train.py --seeds/--ensembl
 DEFAULT_SEED = 42
 VALIDATION_SIZE = 10_000  # the classic 50000/10000 split: the last 10000 training images
 FINAL_FIT = "_full"  # the folder suffix of a model trained on every training image (--validation-size 0)
+
+
+def row_name(folder_name):
+    """What a default output folder holds, without the _subsetN and _full that output_dir() adds:
+    "deep_cnn_ensemble2_subset1000_full" -> "deep_cnn_ensemble2"."""
+    return re.sub(r"_subset\d+$", "", folder_name.removesuffix(FINAL_FIT))
 
 
 @dataclass

@@ -138,7 +138,8 @@ def test_a_screen_run_appends_its_row(real_mnist, tmp_path, capsys):
     train_npz = tmp_path / "train.npz"
     np.savez(train_npz, x=real_mnist[0][:10_128], y=real_mnist[1][:10_128])  # one batch to train on
     results = tmp_path / "screen.jsonl"
-    argv = ["--change", "width15", "--seed", "3", "--epochs", "1", "--train-npz", str(train_npz), "--results", str(results)]
+    argv = ["--change", "width15", "--seed", "3", "--epochs", "1", "--train-npz", str(train_npz),
+            "--results", str(results)]
     assert screen.main(argv) == 0
     row = json.loads(results.read_text())
     assert row["change"] == "width15" and row["epochs"] == 1 and row["params"] == 732_922

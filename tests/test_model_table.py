@@ -78,3 +78,13 @@ def test_the_benchmark_trains_the_seeds_and_the_ensemble_on_the_split_and_as_fin
     for runs in (quick.seeds(), quick.ensembles()):
         assert [(config.output_dir().name, config.validation_size, count) for config, count in runs] == \
             [("deep_cnn_subset1000", 10_000, 2), ("deep_cnn_subset1000_full", 0, 2)]
+
+
+@pytest.mark.parametrize("folder, name", [
+    ("deep_cnn", "deep_cnn"), ("deep_cnn_full", "deep_cnn"), ("cnn_subset1000", "cnn"),
+    ("deep_cnn_ensemble2_subset1000_full", "deep_cnn_ensemble2"), ("mlp_tuned_subset1000", "mlp_tuned"),
+    ("simple_cnn_scratch_subset1000", "simple_cnn_scratch"),
+])
+def test_a_row_finds_its_words_under_a_quick_or_final_fit_folder_name(folder, name):
+    from mnist_lab.config import row_name
+    assert row_name(folder) == name
