@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from mnist_lab.cli import ArgumentParser, positive_int
+from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
 from mnist_lab.config import VALIDATION_SIZE
 from mnist_lab.errors import UserError
 from models import REGISTRY
@@ -38,7 +38,7 @@ CHANGES = {
     "ema": dict(ema=0.999),  # weights averaged over about 1000 steps, swapped in at the end
     "wide": WIDE,  # Deotte's ranges (train.py --augment wide)
     "smooth_wide": dict(smoothing=0.1, **WIDE),
-    "erase": dict(erase=0.5),  # half the digits get a black rectangle of 2-15 % of the image
+    "erase": dict(erase=0.5),  # Keras' RandomErasing(0.5): each image erased with a chance drawn from 0-50 %
     "width15": dict(width=1.5),  # every layer's filters x 1.5
     "width2": dict(width=2.0),
 }
@@ -65,13 +65,30 @@ def sample(images, rows, cols):
             + at(bottom, left) * down * (1 - right) + at(bottom, far) * down * right)[..., None]
 
 
+def warp(images, radians, dy, dx, scale):
+    """Each image rotated by `radians`, then shifted by `dy`, `dx` pixels, then zoomed out by `scale`
+    (sampled `scale` times as far from the centre), each step one bilinear resampling as Keras' layers
+    do it. The four are per image, shape (B,)."""
+    from keras import ops
+
+    middle = (images.shape[1] - 1) / 2
+    grid = np.arange(images.shape[1], dtype="float32") - middle
+    y, x = (axis[None] for axis in np.meshgrid(grid, grid, indexing="ij"))
+    radians, dy, dx, scale = (ops.reshape(value, (-1, 1, 1)) for value in (radians, dy, dx, scale))
+    cos, sin = ops.cos(radians), ops.sin(radians)
+    images = sample(images, cos * y - sin * x + middle, sin * y + cos * x + middle)
+    images = sample(images, y + middle - dy, x + middle - dx)
+    return sample(images, y * scale + middle, x * scale + middle)
+
+
 def make_distort_layer(degrees, shift, zoom, seed):
+    """A layer that warps each image by a random rotation within +-`degrees`, shift within +-`shift` of
+    its size and zoom within 1 +- `zoom` while training (pipeline.py's ranges), and passes it through
+    otherwise. Built here so that Keras is imported only once flags are checked."""
     import keras
     from keras import ops
 
     class Distort(keras.layers.Layer):
-        """Random rotation, then shift, then zoom, while training; the identity otherwise."""
-
         def __init__(self):
             super().__init__(name="distort")
             self.generator = keras.random.SeedGenerator(seed)
@@ -81,14 +98,8 @@ def make_distort_layer(degrees, shift, zoom, seed):
                 return images
             size = images.shape[1]
             draw = keras.random.uniform((ops.shape(images)[0], 4), -1.0, 1.0, seed=self.generator)
-            angle, dy, dx, scale = (draw[:, i, None, None] for i in range(4))
-            grid = np.arange(size, dtype="float32") - (size - 1) / 2
-            y, x = grid[None, :, None] + 0 * grid[None, None, :], grid[None, None, :] + 0 * grid[None, :, None]
-            middle = (size - 1) / 2
-            cos, sin = ops.cos(angle * np.radians(degrees)), ops.sin(angle * np.radians(degrees))
-            images = sample(images, cos * y - sin * x + middle, sin * y + cos * x + middle)
-            images = sample(images, y + middle - dy * shift * size, x + middle - dx * shift * size)
-            return sample(images, y * (1 + scale * zoom) + middle, x * (1 + scale * zoom) + middle)
+            return warp(images, draw[:, 0] * np.radians(degrees), draw[:, 1] * shift * size,
+                        draw[:, 2] * shift * size, 1 + draw[:, 3] * zoom)
 
     return Distort()
 
@@ -100,24 +111,29 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
     from models.deep_cnn import build_deep_cnn
 
     recipe = REGISTRY["deep_cnn"].recipe
-    c = {**dict(rotation=ROTATION_DEGREES, zoom=ZOOM_FRACTION, smoothing=0.0, ema=0.0, width=1.0, erase=0.0),
-         **CHANGES[change]}
+    settings = dict(rotation=ROTATION_DEGREES, zoom=ZOOM_FRACTION, smoothing=0.0, ema=0.0, width=1.0, erase=0.0)
+    settings.update(CHANGES[change])
     epochs = epochs or recipe.epochs
+    if len(x_train) <= validation_size:
+        raise UserError(f"{len(x_train)} training images: the screen needs more than the {validation_size} "
+                        "it holds out for validation")
     x = (np.asarray(x_train, "float32") / 255.0)[..., None]
     y = keras.utils.to_categorical(y_train, 10)
     cut = len(x) - validation_size
     keras.utils.set_random_seed(seed)
-    net = build_deep_cnn(width=c["width"])
+    net = build_deep_cnn(width=settings["width"])
     inputs = keras.Input(net.input_shape[1:])
-    distorted = make_distort_layer(c["rotation"], SHIFT_FRACTION, c["zoom"], seed)(inputs)
-    if c["erase"]:
-        distorted = keras.layers.RandomErasing(c["erase"], scale=(0.02, 0.15), fill_value=0.0,
+    distorted = make_distort_layer(settings["rotation"], SHIFT_FRACTION, settings["zoom"], seed)(inputs)
+    if settings["erase"]:
+        distorted = keras.layers.RandomErasing(settings["erase"], scale=(0.02, 0.15), fill_value=0.0,
                                                value_range=(0, 1), seed=seed + 3)(distorted)
     model = keras.Model(inputs, net(distorted))
     steps = -(-cut // recipe.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=epochs * steps)
-    optimizer = keras.optimizers.Adam(schedule, use_ema=c["ema"] > 0, ema_momentum=c["ema"] or 0.99)
-    model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=c["smoothing"]),
+    beta_1, beta_2 = recipe.adam_betas  # the recipe is Adam with cosine decay (a test keeps it so)
+    optimizer = keras.optimizers.Adam(schedule, beta_1=beta_1, beta_2=beta_2, use_ema=settings["ema"] > 0,
+                                      ema_momentum=settings["ema"] or 0.99)
+    model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=settings["smoothing"]),
                   metrics=["categorical_accuracy"])
     start = time.perf_counter()
     history = model.fit(x[:cut], y[:cut], batch_size=recipe.batch_size, epochs=epochs,
@@ -146,13 +162,15 @@ def main(argv=None):
         try:
             arrays = np.load(args.train_npz)
             x_train, y_train = arrays["x"], arrays["y"]
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
             raise UserError(f"--train-npz {args.train_npz}: not a .npz with arrays x and y ({error})") from None
     else:
         from mnist_lab.data import load_mnist
 
         data = load_mnist()
         x_train, y_train = data.x_train, data.y_train
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+        quiet_tensorflow_import()
     row = screen(args.change, args.seed, x_train, y_train, args.epochs)
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results, "a") as results:

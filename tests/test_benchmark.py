@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import screen, speed
 from mnist_lab.machine import SPEED_FLAGS
+from models import REGISTRY
 
 
 def test_flop_count_of_a_tiny_model_equals_the_hand_count():
@@ -122,15 +123,26 @@ def test_the_screen_distorts_as_the_pipeline_does():
         pipeline.ROTATION_DEGREES, pipeline.SHIFT_FRACTION, pipeline.ZOOM_FRACTION)
     assert (screen.WIDE_ROTATION_DEGREES, screen.WIDE_ZOOM_FRACTION) == (
         pipeline.WIDE_ROTATION_DEGREES, pipeline.WIDE_ZOOM_FRACTION)
-    digits = np.zeros((2, 28, 28, 1), "float32")
-    digits[:, 8:20, 12:16] = 1.0  # a bar in the middle
-    still = screen.make_distort_layer(0, 0, 0, seed=1)
-    np.testing.assert_allclose(still(digits, training=True), digits, atol=1e-6)
+    images = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
+
+    def each(value):
+        return np.full(2, value, "float32")
+
+    # Each step of the warp equals the Keras layer that pipeline.py uses, with its range pinned to one value.
+    for warped, layer in [
+        (screen.warp(images, each(np.radians(10)), each(0), each(0), each(1)),
+         keras.layers.RandomRotation((-10 / 360, -10 / 360), fill_mode="constant")),
+        (screen.warp(images, each(0), each(2.8), each(-2.8), each(1)),
+         keras.layers.RandomTranslation((0.1, 0.1), (-0.1, -0.1), fill_mode="constant")),
+        (screen.warp(images, each(0), each(0), each(0), each(1.1)),
+         keras.layers.RandomZoom((0.1, 0.1), fill_mode="constant")),
+    ]:
+        np.testing.assert_allclose(warped, layer(images, training=True), atol=1e-5)
     distort = screen.make_distort_layer(10, 0.1, 0.1, seed=1)
-    moved = np.asarray(distort(digits, training=True))
-    assert moved.shape == digits.shape and np.abs(moved - digits).max() > 0.5
-    assert 0.7 < moved.sum() / digits.sum() < 1.3  # the bar moved, turned and scaled, but stayed inside
-    np.testing.assert_array_equal(distort(digits, training=False), digits)
+    recipe = REGISTRY["deep_cnn"].recipe  # what the screen replays: Adam, cosine decay, these distortions
+    assert (recipe.optimizer, recipe.schedule, recipe.augment) == ("adam", "cosine", True)
+    assert np.abs(np.asarray(distort(images, training=True)) - images).max() > 0.5
+    np.testing.assert_array_equal(distort(images, training=False), images)
 
 
 @pytest.mark.slow

@@ -28,6 +28,12 @@ def test_every_model_has_a_pinned_parameter_count():
     assert set(PARAMETERS) == set(REGISTRY)
 
 
+def test_a_wider_deep_cnn_scales_every_layer():
+    from models.deep_cnn import build_deep_cnn
+
+    assert [build_deep_cnn(width=width).count_params() for width in (1, 1.5, 2)] == [326_826, 732_922, 1_300_810]
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_model_builds_and_outputs_probabilities(name):
     model = REGISTRY[name].build()
