@@ -2,6 +2,7 @@
 
     python benchmarks/screen.py --change width15 --seed 42            # here: Keras on TensorFlow
     KERAS_BACKEND=jax python benchmarks/screen.py --change base --seed 42 --train-npz train.npz
+    python benchmarks/screen.py --score                               # each change's runs, and averaged
 
 Made for the GPU machine a session is sometimes lent. It has JAX but no TensorFlow, and no
 TensorFlow wheel fits in what travels there, so train.py cannot run on it. This replays the recipe
@@ -12,10 +13,12 @@ random image layers take 0.4 s a batch on JAX's GPU backend, 140 times the netwo
 
 Only training images are read; the last 10000 are validation, as in train.py. `--train-npz` is a
 file of them alone (arrays `x`, `y`), so the test set need not travel. Each run appends one JSON
-line to --results; docs/accuracy.md shows how ten ran side by side on one GPU, and what they found.
+line to --results, its validation probabilities included, so that `--score` can say what averaging
+runs (an ensemble) gives. docs/accuracy.md shows how ten ran side by side on one GPU, and what they found.
 """
 
 import argparse
+import base64
 import json
 import os
 import sys
@@ -140,35 +143,89 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
                         validation_data=(x[cut:], y[cut:]), verbose=2).history
     seconds = time.perf_counter() - start
     # Where ema > 0, fit has swapped the averaged weights in by now: score them, not the last epoch's.
-    predicted = net.predict(x[cut:], batch_size=1000, verbose=0).argmax(1)
+    probabilities = net.predict(x[cut:], batch_size=1000, verbose=0)
     return dict(change=change, seed=seed, epochs=epochs,
-                val_accuracy=float(np.mean(predicted == np.asarray(y_train)[cut:])),
+                val_accuracy=float(np.mean(probabilities.argmax(1) == np.asarray(y_train)[cut:])),
                 val_loss=history["val_loss"][-1], mean_last5=float(np.mean(history["val_categorical_accuracy"][-5:])),
-                params=net.count_params(), seconds=round(seconds, 1), backend=keras.backend.backend())
+                params=net.count_params(), seconds=round(seconds, 1), backend=keras.backend.backend(),
+                val_probabilities=encode(probabilities))
+
+
+def encode(probabilities):
+    """(N, 10) probabilities as float16 in base64: 270 kB a run in the JSON line, one file to bring back."""
+    return base64.b64encode(np.asarray(probabilities, "float16").tobytes()).decode("ascii")
+
+
+def decode(text):
+    return np.frombuffer(base64.b64decode(text), "float16").reshape(-1, 10).astype("float32")
+
+
+def score(rows, y_val):
+    """One line per change: its runs' mean validation accuracy and that of their averaged probabilities;
+    then every run averaged together, where there are several changes."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row["change"], []).append(row)
+    if len(groups) > 1:
+        groups["all of them"] = rows
+    lines = []
+    for name, members in groups.items():
+        probabilities = [decode(row["val_probabilities"]) for row in members]
+        if any(len(p) != len(y_val) for p in probabilities):
+            raise UserError(f"{name}: a run has probabilities for other than the {len(y_val)} validation images")
+        single = np.mean([np.mean(p.argmax(1) == y_val) for p in probabilities])
+        averaged = np.mean(np.mean(probabilities, axis=0).argmax(1) == y_val)
+        lines.append(f"{name}: {len(members)} run{'s' * (len(members) > 1)}, {100 * single:.2f} % on average, "
+                     f"{100 * averaged:.2f} % averaged into one")
+    return lines
+
+
+def read_rows(path):
+    """The runs in a --results file that kept their probabilities."""
+    try:
+        with open(path) as results:
+            rows = [json.loads(line) for line in results if line.strip()]
+    except (OSError, ValueError) as error:
+        raise UserError(f"--results {path}: cannot read its runs ({error})") from None
+    rows = [row for row in rows if "val_probabilities" in row]
+    if not rows:
+        raise UserError(f"--results {path}: no run with validation probabilities to score; run some first")
+    return rows
+
+
+def load_training(train_npz):
+    """The training images and labels: from `train_npz`, else MNIST as train.py finds it."""
+    if not train_npz:
+        from mnist_lab.data import load_mnist
+
+        data = load_mnist()
+        return data.x_train, data.y_train
+    try:
+        arrays = np.load(train_npz)
+        return arrays["x"], arrays["y"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        raise UserError(f"--train-npz {train_npz}: not a .npz with arrays x and y ({error})") from None
 
 
 def main(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--change", required=True, choices=sorted(CHANGES),
-                        help="what differs from the recipe (required)")
-    parser.add_argument("--seed", type=int, required=True, help="the run's seed (required)")
+    parser.add_argument("--change", choices=sorted(CHANGES), help="what differs from the recipe (required to train)")
+    parser.add_argument("--seed", type=int, help="the run's seed (required to train)")
+    parser.add_argument("--score", action="store_true",
+                        help="train nothing; score the runs in --results, one change at a time and averaged")
     parser.add_argument("--results", default="reports/screen.jsonl",
                         help="the file each run appends its JSON line to (default: reports/screen.jsonl)")
     parser.add_argument("--train-npz", help="a .npz of the 60000 training images (x) and labels (y) alone "
                                             "(default: MNIST as train.py finds it)")
     parser.add_argument("--epochs", type=positive_int, help="fewer epochs, for a smoke run (default: the recipe's)")
     args = parser.parse_args(argv)
-    if args.train_npz:
-        try:
-            arrays = np.load(args.train_npz)
-            x_train, y_train = arrays["x"], arrays["y"]
-        except (OSError, ValueError, KeyError, IndexError, TypeError) as error:
-            raise UserError(f"--train-npz {args.train_npz}: not a .npz with arrays x and y ({error})") from None
-    else:
-        from mnist_lab.data import load_mnist
-
-        data = load_mnist()
-        x_train, y_train = data.x_train, data.y_train
+    if not args.score and (args.change is None or args.seed is None):
+        parser.error("--change and --seed are needed to train a run (or --score to score the runs)")
+    if args.score:
+        rows = read_rows(args.results)
+        print("\n".join(score(rows, np.asarray(load_training(args.train_npz)[1])[-VALIDATION_SIZE:])))
+        return 0
+    x_train, y_train = load_training(args.train_npz)
     if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
         quiet_tensorflow_import()
     row = screen(args.change, args.seed, x_train, y_train, args.epochs)

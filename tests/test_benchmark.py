@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks import screen, speed
+from mnist_lab.errors import UserError
 from mnist_lab.machine import SPEED_FLAGS
 from models import REGISTRY
 
@@ -145,6 +146,25 @@ def test_the_screen_distorts_as_the_pipeline_does():
     np.testing.assert_array_equal(distort(images, training=False), images)
 
 
+def test_the_screen_scores_each_change_and_their_average():
+    y_val = np.array([0, 1, 2, 3])
+    a = np.eye(10)[[0, 1, 2, 0]]  # wrong on the last image
+    a[3, [0, 3]] = 0.6, 0.4
+    b = np.eye(10)[[0, 1, 0, 3]]  # wrong on the third
+    b[2, [0, 2]] = 0.6, 0.4
+    rows = [{"change": "base", "val_probabilities": screen.encode(a)},
+            {"change": "base", "val_probabilities": screen.encode(b)},
+            {"change": "wide", "val_probabilities": screen.encode(np.eye(10)[[0, 1, 2, 3]])}]
+    np.testing.assert_allclose(screen.decode(rows[0]["val_probabilities"]), a, atol=1e-3)
+    assert screen.score(rows, y_val) == [
+        "base: 2 runs, 75.00 % on average, 100.00 % averaged into one",  # each one's mistake outvoted
+        "wide: 1 run, 100.00 % on average, 100.00 % averaged into one",
+        "all of them: 3 runs, 83.33 % on average, 100.00 % averaged into one",
+    ]
+    with pytest.raises(UserError, match="other than the 3 validation images"):
+        screen.score(rows, y_val[:3])
+
+
 @pytest.mark.slow
 def test_a_screen_run_appends_its_row(real_mnist, tmp_path, capsys):
     train_npz = tmp_path / "train.npz"
@@ -157,3 +177,8 @@ def test_a_screen_run_appends_its_row(real_mnist, tmp_path, capsys):
     assert row["change"] == "width15" and row["epochs"] == 1 and row["params"] == 732_922
     assert 0 <= row["val_accuracy"] <= 1 and row["backend"] == "tensorflow"
     assert "width15 seed 3: validation accuracy" in capsys.readouterr().out
+    assert screen.main(["--score", "--train-npz", str(train_npz), "--results", str(results)]) == 0
+    # one line, one run: its own accuracy twice (kept as float16, so near-ties after one batch may differ)
+    line, = capsys.readouterr().out.splitlines()
+    single, averaged = (float(word) for word in line.split() if word.replace(".", "").isdigit() and "." in word)
+    assert line.startswith("width15: 1 run, ") and single == averaged and abs(single - 100 * row["val_accuracy"]) < 1
