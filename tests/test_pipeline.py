@@ -7,8 +7,9 @@ import tensorflow as tf
 from scipy import ndimage
 
 from mnist_lab.data import Mnist
+from mnist_lab.data.geometry import sample_bilinear
 from mnist_lab.data.pipeline import (change_thickness, dilate, erode, gaussian_blur, make_dataset, make_splits,
-                                     sample_bilinear, to_model_input)
+                                     to_model_input)
 from mnist_lab.errors import UserError
 
 

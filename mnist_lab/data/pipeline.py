@@ -15,16 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_lab.config import VALIDATION_SIZE
+from mnist_lab.data.geometry import (ROTATION_DEGREES, SHIFT_FRACTION, WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION,
+                                     ZOOM_FRACTION, sample_bilinear)
 from mnist_lab.errors import UserError
 from models import HANDWRITING, WIDE, check_augmentation
-
-# Gentle distortions a handwritten digit survives; fill_mode="constant" keeps the background black.
-ROTATION_DEGREES = 10
-SHIFT_FRACTION = 0.1
-ZOOM_FRACTION = 0.1
-# "wide": the ranges of Chris Deotte's Kaggle study of this architecture (rotation 15 degrees, zoom 0.15)
-WIDE_ROTATION_DEGREES = 15
-WIDE_ZOOM_FRACTION = 0.15
 
 # Handwriting distortions, each drawn per image, in ranges set by eye on training digits (the strongest
 # still reads as its digit): stroke thickness t in [THIN, THICK] (-1: one 3x3 erosion, 0: as written,
@@ -88,7 +82,8 @@ def to_model_input(images):
 
 def build_augmentation(seed=None, wide=False):
     """Random rotation, shift and zoom, as Keras layers that run on batches in tf.data; `wide`: Deotte's ranges."""
-    # Each layer gets its own seed so their random draws are not correlated.
+    # Each layer gets its own seed so their random draws are not correlated; fill_mode="constant"
+    # keeps the background black.
     seeds = [None] * 3 if seed is None else [seed, seed + 1, seed + 2]
     degrees, zoom = (WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION) if wide else (ROTATION_DEGREES, ZOOM_FRACTION)
     return keras.Sequential(
@@ -129,25 +124,6 @@ def change_thickness(images, amount):
     return tf.where(amount < 0, images + (-amount) * (thinner - images),
                     tf.where(amount < 1, images + amount * (thicker - images),
                              thicker + (amount - 1) * (thickest - thicker)))
-
-
-def sample_bilinear(images, rows, cols):
-    """images (B, H, W, 1) read at float positions rows, cols (B, H, W), bilinearly; 0 outside."""
-    height, width = tf.shape(images)[1], tf.shape(images)[2]
-    padded = tf.pad(images[..., 0], [[0, 0], [1, 1], [1, 1]])  # a black frame: what lies outside reads 0
-    top, left = tf.floor(rows), tf.floor(cols)
-    down, right = rows - top, cols - left
-    pixels = tf.reshape(padded, [-1])
-    first = tf.range(tf.shape(images)[0])[:, None, None] * (height + 2) * (width + 2)  # each image's offset
-
-    def at(row, col):
-        row = tf.clip_by_value(tf.cast(row, tf.int32) + 1, 0, height + 1)
-        col = tf.clip_by_value(tf.cast(col, tf.int32) + 1, 0, width + 1)
-        return tf.gather(pixels, first + row * (width + 2) + col)
-
-    sampled = ((1 - down) * ((1 - right) * at(top, left) + right * at(top, left + 1))
-               + down * ((1 - right) * at(top + 1, left) + right * at(top + 1, left + 1)))
-    return sampled[..., tf.newaxis]
 
 
 def gaussian_blur(images, sigma=1.0, radius=2):
