@@ -75,6 +75,14 @@ class Plan:
         """(config, count) of each ensemble: on the split, and as a final fit."""
         return self.runs(ENSEMBLES)
 
+    def row_models(self):
+        """The folders the table's rows are evaluated from (the seeded rows come from their members):
+        a model trained there by hand, or an experiment, gets no row."""
+        configs = [self.train_config(name) for name in sorted(REGISTRY) if name not in SEEDS]
+        configs += [self.scratch_config(), self.search_config(fresh=False)]
+        configs += [ensemble.ensemble_config(config, count) for config, count in self.ensembles()]
+        return [config.output_dir().name for config in configs]
+
     def runs(self, counts):
         return [(self.train_config(name, final_fit), 2 if self.quick else count) for name, count in counts.items()
                 for final_fit in ((False, True) if name in FINAL_FITS else (False,))]
@@ -121,14 +129,12 @@ def train_everything(plan, skip_trained, data, log):
 
 def measure_rows(plan, models_dir, reports_dir, data, log):
     """Table rows: every model's SavedModel evaluated plain and with TTA; seeded models over their seeds."""
-    rows, failures = evaluate(EvalConfig(models_dir=str(models_dir), reports_dir=str(reports_dir), tta=True), data, log)
+    rows, failures = evaluate(EvalConfig(models_dir=str(models_dir), models=plan.row_models(),
+                                         reports_dir=str(reports_dir), tta=True), data, log)
     if failures:
         raise UserError(f"could not evaluate: {'; '.join(failures)}")
-    seeded = {config.output_dir().name for config, _ in plan.seeds()}  # deep_cnn, deep_cnn_full: rows of their own
     table = []
     for row in rows:
-        if row["model"] in seeded:
-            continue
         record = ModelRecord.load(models_dir / row["model"])
         kind = row_name(row["model"])  # a final fit or a --quick run has the words of its recipe's row
         spec = REGISTRY.get(kind)  # today's words for a registry model, whenever it was trained

@@ -69,8 +69,10 @@ def find_model_folders(config):
                             f"(found: {', '.join(available) or 'none'}); train it with "
                             f"`python train.py --model {missing[0]}`")
         return folders
-    folders = sorted(f for f in models_dir.iterdir()
-                     if f.is_dir() and not f.name.startswith(".") and f.name != MEMBERS_DIR.name)
+    # members/ and folders that hold models (experiments/ in docs/accuracy.md) are not models; any
+    # other folder is one, and is reported if it does not load.
+    folders = sorted(f for f in models_dir.iterdir() if f.is_dir() and not f.name.startswith(".")
+                     and f.name != MEMBERS_DIR.name and not store.model_folders(f))
     if not folders:
         raise UserError(f"no trained models in {models_dir}/; {hint}")
     return folders

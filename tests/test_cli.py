@@ -127,6 +127,8 @@ def test_evaluate_reports_each_broken_model_in_one_line(tmp_path, synthetic_dir)
     (tmp_path / "models" / "junk").mkdir(parents=True)
     (tmp_path / "models" / "empty_pb").mkdir()
     (tmp_path / "models" / "empty_pb" / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "models" / "experiments" / "cnn-30epochs").mkdir(parents=True)  # a folder of models: not one
+    (tmp_path / "models" / "experiments" / "cnn-30epochs" / "saved_model.pb").write_bytes(b"")
     done = run("evaluate.py", "--models-dir", tmp_path / "models", "--data-dir", synthetic_dir,
                "--reports-dir", tmp_path / "reports", env_home=tmp_path / "keras")
     assert done.returncode == 1

@@ -80,6 +80,16 @@ def test_the_benchmark_trains_the_seeds_and_the_ensemble_on_the_split_and_as_fin
             [("deep_cnn_subset1000", 10_000, 2), ("deep_cnn_subset1000_full", 0, 2)]
 
 
+def test_the_table_has_a_row_for_each_folder_the_plan_trains_and_no_other():
+    from benchmarks import accuracy
+    registry = ["advanced_mlp", "cnn", "cnn_dropout", "fast_cnn", "lenet5", "mlp", "resnet", "robust_cnn", "simple_cnn"]
+    assert accuracy.Plan().row_models() == registry + [
+        "simple_cnn_scratch", "mlp_tuned", "deep_cnn_ensemble5", "deep_cnn_ensemble5_full"]
+    assert accuracy.Plan(quick=True).row_models() == [f"{name}_subset1000" for name in registry] + [
+        "simple_cnn_scratch_subset1000", "mlp_tuned_subset1000", "deep_cnn_ensemble2_subset1000",
+        "deep_cnn_ensemble2_subset1000_full"]
+
+
 @pytest.mark.parametrize("folder, name", [
     ("deep_cnn", "deep_cnn"), ("deep_cnn_full", "deep_cnn"), ("cnn_subset1000", "cnn"),
     ("deep_cnn_ensemble2_subset1000_full", "deep_cnn_ensemble2"), ("mlp_tuned_subset1000", "mlp_tuned"),
