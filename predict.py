@@ -35,9 +35,14 @@ def parse_args(argv=None):
                         "the best test accuracy among the models tested on the full test set)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (default: text)")
-    parser.add_argument("--show", nargs="?", const=SHOW_DIR, metavar="DIR",
-                        help=f"write a PNG per image of what the model saw beside its prediction (default DIR: {SHOW_DIR})")
-    return parser.parse_args(argv)
+    parser.add_argument("--show", action="store_true",
+                        help="write a PNG per image of what the model saw beside its prediction (default: off)")
+    parser.add_argument("--show-dir", metavar="DIR",
+                        help=f"where --show writes (giving it implies --show; default: {SHOW_DIR})")
+    args = parser.parse_args(argv)
+    if args.show and not args.show_dir:
+        args.show_dir = SHOW_DIR
+    return args
 
 
 def read_image(argument):
@@ -69,8 +74,8 @@ def write_shown(plots, prediction, path, title):
     except OSError as error:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
-        raise UserError(f"--show {path.parent}: cannot write {path.name} ({error.strerror or error}); "
-                        "free some space or choose another --show DIR") from None
+        raise UserError(f"--show-dir {path.parent}: cannot write {path.name} ({error.strerror or error}); "
+                        "free some space or choose another --show-dir") from None
 
 
 def main(argv=None):
@@ -81,8 +86,8 @@ def main(argv=None):
     from mnist_lab.store import check_writable_dir
 
     folder, reason = choose_model(args.models_dir, args.model)
-    if args.show:
-        check_writable_dir(args.show, "--show")
+    if args.show_dir:
+        check_writable_dir(args.show_dir, "--show-dir")
     predictor = DigitPredictor(folder)
     if not args.json:
         print(f"model: {predictor.name} ({reason})")
@@ -99,12 +104,12 @@ def main(argv=None):
                 top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())
                 unsure = f", unsure: {prediction.unsure}" if prediction.unsure else ""
                 print(f"{name}: {prediction.digit} ({100 * prediction.probability:.1f} %{unsure})   top 3: {top}")
-            if args.show:
+            if args.show_dir:
                 stem = "stdin" if argument == STDIN else Path(argument).stem
                 while stem in shown_names:  # a/7.png and b/7.jpg must not overwrite each other
                     stem += "_"
                 shown_names.add(stem)
-                shown = Path(args.show) / f"{stem}.png"
+                shown = Path(args.show_dir) / f"{stem}.png"
                 write_shown(plots, prediction, shown, f"{Path(name).name}: {prediction.digit} ({predictor.name})")
                 if not args.json:
                     print(f"  as the model saw it: {shown}")

@@ -266,7 +266,7 @@ def test_predict_reads_good_files_and_names_bad_ones(real_mnist, digits_model, t
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "blank.png").write_bytes(encode(Image.new("L", (64, 64), 255), "PNG"))
     done = run_script("predict.py", good, tmp_path / "notes.txt", tmp_path / "blank.png", tmp_path / "gone.png",
-                      "/proc/self/mem", tmp_path, good, "--models-dir", digits_model, "--show", tmp_path / "shown")
+                      "/proc/self/mem", tmp_path, good, "--models-dir", digits_model, "--show-dir", tmp_path / "shown")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stdout.splitlines()[0].startswith("model: cnn (best test accuracy on the full test set, ")
     assert f"{good}: {y_test[0]} (" in done.stdout and "top 3:" in done.stdout
@@ -431,12 +431,12 @@ def test_predict_show_on_a_full_disk_is_one_line_and_leaves_no_partial_file(real
             pass
         finally:
             os.close(filler)
-        done = run_script("predict.py", good, good, "--models-dir", digits_model, "--show", shown)
+        done = run_script("predict.py", good, good, "--models-dir", digits_model, "--show-dir", shown)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         assert done.stdout.count(f"{good}: {y_test[0]} (") == 2, "both predictions are still printed"
         assert done.stderr.strip().splitlines() == [
-            f"error: --show {shown}: cannot write {name} (No space left on device); "
-            "free some space or choose another --show DIR" for name in ["seven.png", "seven_.png"]]
+            f"error: --show-dir {shown}: cannot write {name} (No space left on device); "
+            "free some space or choose another --show-dir" for name in ["seven.png", "seven_.png"]]
         assert list(shown.iterdir()) == [], "no partial or empty PNG is left"
     finally:
         subprocess.run(["umount", str(disk)], check=True)
