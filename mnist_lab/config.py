@@ -20,6 +20,22 @@ VALIDATION_SIZE = 10_000  # the classic 50000/10000 split: the last 10000 traini
 FINAL_FIT = "_full"  # the folder suffix of a model trained on every training image (--validation-size 0)
 
 
+# The two models that train.py does not train, and the commands that do
+TUNED_MODEL, SCRATCH_MODEL = "mlp_tuned", "simple_cnn_scratch"
+OTHER_TRAINERS = {TUNED_MODEL: "python tuning/search_mlp.py", SCRATCH_MODEL: "python -m scratch.train"}
+
+
+def train_hint(folder_name):
+    """How to train what a default output folder holds, for error messages."""
+    name = row_name(folder_name)
+    ensemble = re.fullmatch(r"(.+)_ensemble(\d+)", name)
+    if ensemble and ensemble[1] in REGISTRY:
+        return f"train it with `python train.py --model {ensemble[1]} --ensemble {ensemble[2]}`"
+    if name in REGISTRY or name in OTHER_TRAINERS:
+        return f"train it with `{OTHER_TRAINERS.get(name, f'python train.py --model {name}')}`"
+    return "`python train.py --help` lists the models it trains"
+
+
 def row_name(folder_name):
     """What a default output folder holds, without the _subsetN and _full that output_dir() adds:
     "deep_cnn_ensemble2_subset1000_full" -> "deep_cnn_ensemble2"."""

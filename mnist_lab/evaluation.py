@@ -16,7 +16,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 from mnist_lab import plots, store
 from mnist_lab.cli import counted
-from mnist_lab.config import MEMBERS_DIR, MODELS_DIR
+from mnist_lab.config import MEMBERS_DIR, MODELS_DIR, train_hint
 from mnist_lab.corruptions import CORRUPTIONS, SEED, corrupt
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import to_model_input
@@ -66,8 +66,7 @@ def find_model_folders(config):
         if missing:
             available = sorted(f.name for f in models_dir.iterdir() if f.is_dir() and not f.name.startswith("."))
             raise UserError(f"no trained model {', '.join(missing)} in {models_dir}/ "
-                            f"(found: {', '.join(available) or 'none'}); train it with "
-                            f"`python train.py --model {missing[0]}`")
+                            f"(found: {', '.join(available) or 'none'}); {train_hint(missing[0])}")
         return folders
     # members/ and folders that hold models (experiments/ in docs/accuracy.md) are not models; any
     # other folder is one, and is reported if it does not load.

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_lab import preprocess, store
-from mnist_lab.config import MODELS_DIR
+from mnist_lab.config import MODELS_DIR, train_hint
 from mnist_lab.errors import ModelError, UserError
 from mnist_lab.record import FULL_TEST_SET, ModelRecord
 
@@ -79,7 +79,7 @@ def choose_model(models_dir=MODELS_DIR, name=None):
     if name is not None:
         folder = models_dir / name
         if not (folder / "saved_model.pb").is_file():
-            raise UserError(f"--model {name}: no trained model in {folder}; {hint.replace('cnn', name)}")
+            raise UserError(f"--model {name}: no trained model in {folder}; {train_hint(name)}")
         return folder, "chosen with --model"
     folders = store.model_folders(models_dir)
     if not folders:

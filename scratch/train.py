@@ -13,10 +13,10 @@ import dataclasses
 import sys
 
 from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run
-from mnist_lab.config import TrainConfig, add_run_flags
+from mnist_lab.config import SCRATCH_MODEL, TrainConfig, add_run_flags
 from models import REGISTRY
 
-NAME = "simple_cnn_scratch"
+NAME = SCRATCH_MODEL
 SPEC = dataclasses.replace(
     REGISTRY["simple_cnn"], summary="simple_cnn trained from scratch in NumPy (scratch/), exported through its Keras twin")
 

@@ -98,3 +98,13 @@ def test_the_table_has_a_row_for_each_folder_the_plan_trains_and_no_other():
 def test_a_row_finds_its_words_under_a_quick_or_final_fit_folder_name(folder, name):
     from mnist_lab.config import row_name
     assert row_name(folder) == name
+
+
+@pytest.mark.parametrize("folder, hint", [
+    ("cnn", "`python train.py --model cnn`"), ("deep_cnn_ensemble5_full", "`python train.py --model deep_cnn --ensemble 5`"),
+    ("mlp_tuned", "`python tuning/search_mlp.py`"), ("simple_cnn_scratch", "`python -m scratch.train`"),
+    ("cnn_long", "`python train.py --help` lists the models it trains"),
+])
+def test_a_missing_model_is_told_the_command_that_trains_it(folder, hint):
+    from mnist_lab.config import train_hint
+    assert hint in train_hint(folder)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from mnist_lab.config import DEFAULT_SEED, MODELS_DIR, VALIDATION_SIZE
+from mnist_lab.config import DEFAULT_SEED, MODELS_DIR, TUNED_MODEL, VALIDATION_SIZE
 from mnist_lab.errors import UserError
 
 TUNERS = ("bayesian", "random", "hyperband")
@@ -33,7 +33,7 @@ HYPERBAND_FACTOR = 3
 STATE_DIR = "tuner_state"
 REPORTS_DIR = "reports"
 PROJECT_NAME = "mlp"
-MODEL_NAME = "mlp_tuned"
+MODEL_NAME = TUNED_MODEL
 OBJECTIVE = "val_accuracy"
 SEARCH_FILE = "search.json"  # what search the project folder holds
 SECONDS_FILE = "seconds.json"  # per trial folder: the trial's wall time
