@@ -1,6 +1,6 @@
 """Serve a trained model: a page to draw digits on, and a JSON API.
 
-    python serve.py                  # http://127.0.0.1:8000, the best trained model
+    python serve.py                  # http://127.0.0.1:8000: robust_cnn once trained, else the best
     python serve.py --model lenet5 --port 9000
 
 Open the address in a browser and draw a digit; or

@@ -6,7 +6,7 @@
     python train.py --model deep_cnn --seeds 3      # seeds 42-44: mean, std, min, max test accuracy
     python train.py --model deep_cnn --ensemble 5   # seeds 42-46 averaged into saved_models/deep_cnn_ensemble5/
 
-Flags left out take the model's recipe (see models/__init__.py); the README lists them all.
+Flags left out take the model's recipe (see models/__init__.py); each is below, and docs/training.md explains them.
 """
 
 import argparse

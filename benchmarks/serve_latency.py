@@ -1,6 +1,6 @@
 """Benchmark `POST /predict`: latency one request at a time, and throughput under 50 clients.
 
-    python benchmarks/serve_latency.py                 # starts serve.py with the best model
+    python benchmarks/serve_latency.py                 # starts serve.py with its default model
     python benchmarks/serve_latency.py --model cnn --requests 2000
 
 Starts `python serve.py` on a free loopback port, warms it up, then measures from a separate
