@@ -2,6 +2,7 @@
 
     python benchmarks/screen.py --change width15 --seed 42            # here: Keras on TensorFlow
     KERAS_BACKEND=jax python benchmarks/screen.py --change base --seed 42 --train-npz train.npz
+    python benchmarks/screen.py --add-model saved_models/resnet       # a model train.py trained, as a run
     python benchmarks/screen.py --score                               # each change's runs, and averaged
 
 Made for the GPU machine a session is sometimes lent. It has JAX but no TensorFlow, and no
@@ -14,7 +15,9 @@ random image layers take 0.4 s a batch on JAX's GPU backend, 140 times the netwo
 Only training images are read; the last 10000 are validation, as in train.py. `--train-npz` is a
 file of them alone (arrays `x`, `y`), so the test set need not travel. Each run appends one JSON
 line to --results, its validation probabilities included, so that `--score` can say what averaging
-runs (an ensemble) gives. docs/accuracy.md shows how ten ran side by side on one GPU, and what they found.
+runs (an ensemble) gives. `--add-model` adds a model that train.py trained on the same split, so
+that ensembles of other architectures are scored the same way. docs/accuracy.md shows how ten ran
+side by side on one GPU, and what they found.
 """
 
 import argparse
@@ -129,6 +132,27 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
                 val_probabilities=encode(probabilities))
 
 
+def trained_model_row(folder, x_train, y_train, validation_size=VALIDATION_SIZE):
+    """A SavedModel that train.py trained on the split, as one more run: its model's name for a change."""
+    quiet_tensorflow_import()
+    from mnist_lab.record import ModelRecord
+    from mnist_lab.store import SavedModelClassifier
+
+    record = ModelRecord.load(folder)
+    if record is None:
+        raise UserError(f"--add-model {folder}: no trained model there (no metadata.json)")
+    trained_on, held_out = record.data.get("train_images"), record.data.get("validation_images")
+    if held_out != validation_size or trained_on + held_out != len(x_train):
+        raise UserError(f"--add-model {folder}: trained on {trained_on} images with {held_out} held out; only a "
+                        f"model trained on all but the last {validation_size} of these {len(x_train)} can be "
+                        "scored on them")
+    x_val = (np.asarray(x_train[-validation_size:], "float32") / 255.0)[..., None]
+    probabilities = SavedModelClassifier(folder).predict(x_val)
+    return dict(change=record.model, seed=record.flags.get("seed"), folder=str(folder),
+                val_accuracy=float(np.mean(probabilities.argmax(1) == np.asarray(y_train)[-validation_size:])),
+                val_probabilities=encode(probabilities))
+
+
 def encode(probabilities):
     """(N, 10) probabilities as float16 in base64: 270 kB a run in the JSON line, one file to bring back."""
     return base64.b64encode(np.asarray(probabilities, "float16").tobytes()).decode("ascii")
@@ -195,23 +219,31 @@ def main(argv=None):
                         help="the file each run appends its JSON line to (default: reports/screen.jsonl)")
     parser.add_argument("--train-npz", help="a .npz of the 60000 training images (x) and labels (y) alone "
                                             "(default: MNIST as train.py finds it)")
+    parser.add_argument("--add-model", metavar="FOLDER",
+                        help="train nothing; add a model that train.py trained on the split, such as "
+                             "saved_models/resnet, to --results as one more run named by its model (default: none)")
     parser.add_argument("--epochs", type=positive_int, help="fewer epochs, for a smoke run (default: the recipe's)")
     args = parser.parse_args(argv)
-    if not args.score and (args.change is None or args.seed is None):
-        parser.error("--change and --seed are needed to train a run (or --score to score the runs)")
+    if not (args.score or args.add_model) and (args.change is None or args.seed is None):
+        parser.error("--change and --seed are needed to train a run (or --score to score the runs, "
+                     "or --add-model to add one)")
     if args.score:
         rows = read_rows(args.results)
         print("\n".join(score(rows, np.asarray(load_training(args.train_npz)[1])[-VALIDATION_SIZE:])))
         return 0
     x_train, y_train = load_training(args.train_npz)
-    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-        quiet_tensorflow_import()
-    row = screen(args.change, args.seed, x_train, y_train, args.epochs)
+    if args.add_model:
+        row = trained_model_row(args.add_model, x_train, y_train)
+    else:
+        if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+            quiet_tensorflow_import()
+        row = screen(args.change, args.seed, x_train, y_train, args.epochs)
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     with open(args.results, "a") as results:
         results.write(json.dumps(row) + "\n")
-    print(f"{row['change']} seed {row['seed']}: validation accuracy {100 * row['val_accuracy']:.2f} % "
-          f"after {row['epochs']} epochs in {row['seconds']:.0f} s ({row['backend']})")
+    how = (f"from {args.add_model}" if args.add_model else
+           f"after {row['epochs']} epochs in {row['seconds']:.0f} s ({row['backend']})")
+    print(f"{row['change']} seed {row['seed']}: validation accuracy {100 * row['val_accuracy']:.2f} % {how}")
     return 0
 
 

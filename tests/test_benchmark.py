@@ -175,3 +175,35 @@ def test_a_screen_run_appends_its_row(real_mnist, tmp_path, capsys):
     line, = capsys.readouterr().out.splitlines()
     single, averaged = (float(word) for word in line.split() if word.replace(".", "").isdigit() and "." in word)
     assert line.startswith("width15: 1 run, ") and single == averaged and abs(single - 100 * row["val_accuracy"]) < 1
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_the_split_joins_the_screen_as_a_run(real_mnist, tmp_path, capsys):
+    from mnist_lab.config import TrainConfig
+    from mnist_lab.data import load_mnist
+    from mnist_lab.store import SavedModelClassifier
+    from mnist_lab.training import train
+    from tests.conftest import write_idx_dataset
+
+    x_train, y_train = real_mnist[0][:10_128], real_mnist[1][:10_128]  # one batch to train on, 10000 held out
+    data_dir = write_idx_dataset(tmp_path / "data", (x_train, y_train, real_mnist[2][:100], real_mnist[3][:100]))
+    folder = tmp_path / "simple_cnn"
+    train(TrainConfig(model="simple_cnn", epochs=1, data_dir=str(data_dir), output=str(folder)),
+          load_mnist(str(data_dir), log=lambda *_: None), log=lambda *_: None)
+    train_npz, results = tmp_path / "train.npz", tmp_path / "screen.jsonl"
+    np.savez(train_npz, x=x_train, y=y_train)
+    argv = ["--add-model", str(folder), "--train-npz", str(train_npz), "--results", str(results)]
+    assert screen.main(argv) == 0
+    row = json.loads(results.read_text())
+    assert (row["change"], row["seed"], row["folder"]) == ("simple_cnn", 42, str(folder))
+    x_val = x_train[-10_000:, ..., None].astype("float32") / 255
+    np.testing.assert_allclose(screen.decode(row["val_probabilities"]), SavedModelClassifier(folder).predict(x_val),
+                               atol=1e-3)
+    assert f"simple_cnn seed 42: validation accuracy {100 * row['val_accuracy']:.2f} % from {folder}" in \
+        capsys.readouterr().out
+    # Other images than it was trained beside: its validation figure would mean nothing, so it is refused.
+    np.savez(train_npz, x=x_train[:10_100], y=y_train[:10_100])
+    with pytest.raises(UserError, match="trained on 128 images with 10000 held out; only a model trained on all "
+                                        "but the last 10000 of these 10100"):
+        screen.main(argv)
+    assert len(results.read_text().splitlines()) == 1
