@@ -6,9 +6,9 @@
     curl -s https://example.org/7.png | python predict.py -   # - reads the image from stdin
 
 Up to 16 million pixels (a JPEG, 50 million: phone photos), RGB, grey or with alpha, dark ink on
-light paper or the reverse: each image is prepared the way MNIST digits were (see mnist_lab/preprocess.py). A file that cannot be
-read or predicted gets one line on stderr and the others are still predicted; the exit status is
-then 1. An answer the model is unsure of says so and why, "7 (52.1 %, unsure: top probability below
+light paper or the reverse: each image is prepared the way MNIST digits were (see
+mnist_lab/preprocess.py). A file that cannot be read or predicted gets one line on stderr and the
+others are still predicted; the exit status is then 1. An answer the model is unsure of says so and why, "7 (52.1 %, unsure: top probability below
 80 %)", and in JSON `"unsure": true` with `"unsure_reason"` (see mnist_lab/predictor.py).
 """
 

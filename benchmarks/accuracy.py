@@ -128,7 +128,7 @@ def train_everything(plan, skip_trained, data, log):
 
 
 def measure_rows(plan, models_dir, reports_dir, data, log):
-    """Table rows: every model's SavedModel evaluated plain and with TTA; seeded models over their seeds."""
+    """Table rows: each planned row's SavedModel evaluated plain and with TTA; seeded models over their seeds."""
     rows, failures = evaluate(EvalConfig(models_dir=str(models_dir), models=plan.row_models(),
                                          reports_dir=str(reports_dir), tta=True), data, log)
     if failures:

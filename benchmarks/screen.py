@@ -135,6 +135,7 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
 def trained_model_row(folder, x_train, y_train, validation_size=VALIDATION_SIZE):
     """A SavedModel that train.py trained on the split, as one more run: its model's name for a change."""
     quiet_tensorflow_import()
+    from mnist_lab.data.pipeline import to_model_input
     from mnist_lab.record import ModelRecord
     from mnist_lab.store import SavedModelClassifier
 
@@ -142,12 +143,11 @@ def trained_model_row(folder, x_train, y_train, validation_size=VALIDATION_SIZE)
     if record is None:
         raise UserError(f"--add-model {folder}: no trained model there (no metadata.json)")
     trained_on, held_out = record.data.get("train_images"), record.data.get("validation_images")
-    if held_out != validation_size or trained_on + held_out != len(x_train):
+    if held_out != validation_size or trained_on is None or trained_on + held_out != len(x_train):
         raise UserError(f"--add-model {folder}: trained on {trained_on} images with {held_out} held out; only a "
                         f"model trained on all but the last {validation_size} of these {len(x_train)} can be "
                         "scored on them")
-    x_val = (np.asarray(x_train[-validation_size:], "float32") / 255.0)[..., None]
-    probabilities = SavedModelClassifier(folder).predict(x_val)
+    probabilities = SavedModelClassifier(folder).predict(to_model_input(x_train[-validation_size:]))
     return dict(change=record.model, seed=record.flags.get("seed"), folder=str(folder),
                 val_accuracy=float(np.mean(probabilities.argmax(1) == np.asarray(y_train)[-validation_size:])),
                 val_probabilities=encode(probabilities))

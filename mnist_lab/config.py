@@ -31,8 +31,10 @@ def train_hint(folder_name):
     ensemble = re.fullmatch(r"(.+)_ensemble(\d+)", name)
     if ensemble and ensemble[1] in REGISTRY:
         return f"train it with `python train.py --model {ensemble[1]} --ensemble {ensemble[2]}`"
-    if name in REGISTRY or name in OTHER_TRAINERS:
-        return f"train it with `{OTHER_TRAINERS.get(name, f'python train.py --model {name}')}`"
+    if name in OTHER_TRAINERS:
+        return f"train it with `{OTHER_TRAINERS[name]}`"
+    if name in REGISTRY:
+        return f"train it with `python train.py --model {name}`"
     return "`python train.py --help` lists the models it trains"
 
 
