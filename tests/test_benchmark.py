@@ -158,6 +158,13 @@ def test_the_screen_scores_each_change_and_their_average():
         screen.score(rows, y_val[:3])
 
 
+def test_a_bagged_screen_run_trains_on_its_own_fifth_fewer_images():
+    assert screen.training_rows(50_000, 1.0, seed=42).tolist() == list(range(50_000))
+    bags = [screen.training_rows(50_000, screen.CHANGES["bag"]["bag"], seed) for seed in (42, 42, 43)]
+    assert all(len(bag) == len(set(bag.tolist())) == 40_000 and bag.max() < 50_000 for bag in bags)
+    assert (bags[0] == bags[1]).all() and not (bags[0] == bags[2]).all()
+
+
 @pytest.mark.slow
 def test_a_screen_run_appends_its_row(real_mnist, tmp_path, capsys):
     train_npz = tmp_path / "train.npz"
