@@ -31,8 +31,8 @@ import numpy as np
 
 from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
 from mnist_lab.config import VALIDATION_SIZE
-from mnist_lab.data.geometry import (ROTATION_DEGREES, SHIFT_FRACTION, WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION,
-                                     ZOOM_FRACTION, sample_bilinear)
+from mnist_lab.data.geometry import (ELASTIC_GRID, ELASTIC_PIXELS, ROTATION_DEGREES, SHIFT_FRACTION,
+                                     WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION, ZOOM_FRACTION, sample_bilinear)
 from mnist_lab.errors import UserError
 from models import REGISTRY
 
@@ -47,13 +47,16 @@ CHANGES = {
     "width15": dict(width=1.5),  # every layer's filters x 1.5
     "width2": dict(width=2.0),
     "bag": dict(bag=0.8),  # Deotte's bagging: each run trains on its own random 80 % of the training split
+    "elastic": dict(elastic=ELASTIC_PIXELS),  # robust_cnn's smooth random displacement, on top of the warp
+    "elastic2": dict(elastic=2 * ELASTIC_PIXELS),  # the same, twice as strong
 }
 
 
-def warp(images, radians, dy, dx, scale):
+def warp(images, radians, dy, dx, scale, field=None):
     """Each image rotated by `radians`, then shifted by `dy`, `dx` pixels, then zoomed out by `scale`
     (sampled `scale` times as far from the centre), each step one bilinear resampling as Keras' layers
-    do it. The four are per image, shape (B,)."""
+    do it. The four are per image, shape (B,). `field` (B, H, W, 2), if given, moves where the last
+    step reads each pixel by that many rows and columns (an elastic distortion)."""
     from keras import ops
 
     middle = (images.shape[1] - 1) / 2
@@ -63,13 +66,18 @@ def warp(images, radians, dy, dx, scale):
     cos, sin = ops.cos(radians), ops.sin(radians)
     images = sample_bilinear(images, cos * y - sin * x + middle, sin * y + cos * x + middle)
     images = sample_bilinear(images, y + middle - dy, x + middle - dx)
-    return sample_bilinear(images, y * scale + middle, x * scale + middle)
+    rows, cols = y * scale + middle, x * scale + middle
+    if field is not None:
+        rows, cols = rows + field[..., 0], cols + field[..., 1]
+    return sample_bilinear(images, rows, cols)
 
 
-def make_distort_layer(degrees, shift, zoom, seed):
+def make_distort_layer(degrees, shift, zoom, seed, elastic=0.0):
     """A layer that warps each image by a random rotation within +-`degrees`, shift within +-`shift` of
     its size and zoom within 1 +- `zoom` while training (pipeline.py's ranges), and passes it through
-    otherwise. Built here so that Keras is imported only once flags are checked."""
+    otherwise. `elastic` > 0 adds pipeline.py's handwriting displacement: a random field on a coarse
+    grid, smoothly resized, of strength drawn per image from 0 to twice `elastic` pixels. Built here so
+    that Keras is imported only once flags are checked."""
     import keras
     from keras import ops
 
@@ -82,9 +90,15 @@ def make_distort_layer(degrees, shift, zoom, seed):
             if not training:
                 return images
             size = images.shape[1]
-            draw = keras.random.uniform((ops.shape(images)[0], 4), -1.0, 1.0, seed=self.generator)
+            count = ops.shape(images)[0]
+            draw = keras.random.uniform((count, 4), -1.0, 1.0, seed=self.generator)
+            field = None
+            if elastic:
+                coarse = keras.random.normal((count, ELASTIC_GRID, ELASTIC_GRID, 2), seed=self.generator)
+                strength = keras.random.uniform((count, 1, 1, 1), 0.0, 2 * elastic, seed=self.generator)
+                field = ops.image.resize(coarse, (size, size), interpolation="bicubic") * strength
             return warp(images, draw[:, 0] * np.radians(degrees), draw[:, 1] * shift * size,
-                        draw[:, 2] * shift * size, 1 + draw[:, 3] * zoom)
+                        draw[:, 2] * shift * size, 1 + draw[:, 3] * zoom, field)
 
     return Distort()
 
@@ -103,7 +117,7 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
 
     recipe = REGISTRY["deep_cnn"].recipe
     settings = dict(rotation=ROTATION_DEGREES, zoom=ZOOM_FRACTION, smoothing=0.0, ema=0.0, width=1.0, erase=0.0,
-                    bag=1.0)
+                    bag=1.0, elastic=0.0)
     settings.update(CHANGES[change])
     epochs = epochs or recipe.epochs
     if len(x_train) <= validation_size:
@@ -116,7 +130,8 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
     train = training_rows(cut, settings["bag"], seed)
     net = build_deep_cnn(width=settings["width"])
     inputs = keras.Input(net.input_shape[1:])
-    distorted = make_distort_layer(settings["rotation"], SHIFT_FRACTION, settings["zoom"], seed)(inputs)
+    distorted = make_distort_layer(settings["rotation"], SHIFT_FRACTION, settings["zoom"], seed,
+                                   settings["elastic"])(inputs)
     if settings["erase"]:
         distorted = keras.layers.RandomErasing(settings["erase"], scale=(0.02, 0.15), fill_value=0.0,
                                                value_range=(0, 1), seed=seed + 3)(distorted)

@@ -139,6 +139,20 @@ def test_the_screen_distorts_as_the_pipeline_does():
     np.testing.assert_array_equal(distort(images, training=False), images)
 
 
+def test_the_screens_elastic_field_moves_where_each_pixel_is_read_from():
+    from mnist_lab.evaluation import shift
+
+    images = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
+    still, one = np.zeros(2, "float32"), np.ones(2, "float32")
+    down_a_row = np.zeros((2, 28, 28, 2), "float32")
+    down_a_row[..., 0] = 1  # every pixel read from one row lower: the image moves up a row
+    np.testing.assert_allclose(screen.warp(images, still, still, still, one, down_a_row), shift(images, -1, 0),
+                               atol=1e-6)
+    plain, elastic = (screen.make_distort_layer(10, 0.1, 0.1, seed=1, elastic=amount) for amount in (0.0, 1.0))
+    assert np.abs(np.asarray(elastic(images, training=True)) - np.asarray(plain(images, training=True))).max() > 0.1
+    np.testing.assert_array_equal(elastic(images, training=False), images)
+
+
 def test_the_screen_scores_each_change_and_their_average():
     y_val = np.array([0, 1, 2, 3])
     a = np.eye(10)[[0, 1, 2, 0]]  # wrong on the last image

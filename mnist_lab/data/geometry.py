@@ -12,6 +12,11 @@ ZOOM_FRACTION = 0.1
 # "wide": the ranges of Chris Deotte's Kaggle study of this architecture (rotation 15 degrees, zoom 0.15)
 WIDE_ROTATION_DEGREES = 15
 WIDE_ZOOM_FRACTION = 0.15
+# Elastic distortion (pipeline.handwriting_distort): a smooth random displacement field, of standard
+# deviation up to twice ELASTIC_PIXELS, random on an ELASTIC_GRID x ELASTIC_GRID grid and smoothly
+# interpolated: wobbles of about 7 pixels
+ELASTIC_PIXELS = 0.5
+ELASTIC_GRID = 4
 
 
 def sample_bilinear(images, rows, cols):

@@ -15,19 +15,17 @@ import numpy as np
 import tensorflow as tf
 
 from mnist_lab.config import VALIDATION_SIZE
-from mnist_lab.data.geometry import (ROTATION_DEGREES, SHIFT_FRACTION, WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION,
-                                     ZOOM_FRACTION, sample_bilinear)
+from mnist_lab.data.geometry import (ELASTIC_GRID, ELASTIC_PIXELS, ROTATION_DEGREES, SHIFT_FRACTION,
+                                     WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION, ZOOM_FRACTION, sample_bilinear)
 from mnist_lab.errors import UserError
 from models import HANDWRITING, WIDE, check_augmentation
 
 # Handwriting distortions, each drawn per image, in ranges set by eye on training digits (the strongest
 # still reads as its digit): stroke thickness t in [THIN, THICK] (-1: one 3x3 erosion, 0: as written,
-# 1: one 3x3 dilation, 2: two; fractions blend), elastic displacement of up to twice ELASTIC_PIXELS
-# (standard deviation of a smooth field), slant as a horizontal shear, scale and aspect, rotation,
+# 1: one 3x3 dilation, 2: two; fractions blend), elastic displacement (a smooth random field:
+# geometry.ELASTIC_PIXELS), slant as a horizontal shear, scale and aspect, rotation,
 # shift, a Gaussian blur (sigma 1) blended in with BLUR_PROBABILITY, pixel noise of standard deviation up to NOISE.
 THIN, THICK = -0.8, 1.5
-ELASTIC_PIXELS = 0.5
-ELASTIC_GRID = 4  # the field is random on a 4x4 grid and smoothly interpolated: wobbles of about 7 pixels
 SLANT = 0.3  # shear: +-0.3 pixel sideways per pixel of height (about +-17 degrees)
 SCALE = 0.12  # +-12 % in size, and the width +-12 % again against the height
 HANDWRITING_ROTATION_DEGREES = 10
