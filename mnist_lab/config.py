@@ -28,13 +28,16 @@ OTHER_TRAINERS = {TUNED_MODEL: "python tuning/search_mlp.py", SCRATCH_MODEL: "py
 def train_hint(folder_name):
     """How to train what a default output folder holds, for error messages."""
     name = row_name(folder_name)
+    subset = re.search(r"_subset(\d+)(_full)?$", folder_name)
+    data = f" --subset {subset[1]}" if subset else ""  # the flags output_dir() read into the name
+    final_fit = " --validation-size 0" if folder_name.endswith(FINAL_FIT) else ""
     ensemble = re.fullmatch(r"(.+)_ensemble(\d+)", name)
     if ensemble and ensemble[1] in REGISTRY:
-        return f"train it with `python train.py --model {ensemble[1]} --ensemble {ensemble[2]}`"
+        return f"train it with `python train.py --model {ensemble[1]} --ensemble {ensemble[2]}{data}{final_fit}`"
     if name in OTHER_TRAINERS:
-        return f"train it with `{OTHER_TRAINERS[name]}`"
+        return f"train it with `{OTHER_TRAINERS[name]}{data}`"
     if name in REGISTRY:
-        return f"train it with `python train.py --model {name}`"
+        return f"train it with `python train.py --model {name}{data}{final_fit}`"
     return "`python train.py --help` lists the models it trains"
 
 

@@ -101,8 +101,10 @@ def test_a_row_finds_its_words_under_a_quick_or_final_fit_folder_name(folder, na
 
 
 @pytest.mark.parametrize("folder, hint", [
-    ("cnn", "`python train.py --model cnn`"), ("deep_cnn_ensemble5_full", "`python train.py --model deep_cnn --ensemble 5`"),
-    ("mlp_tuned", "`python tuning/search_mlp.py`"), ("simple_cnn_scratch", "`python -m scratch.train`"),
+    ("cnn", "`python train.py --model cnn`"), ("deep_cnn_full", "`python train.py --model deep_cnn --validation-size 0`"),
+    ("deep_cnn_ensemble5_full", "`python train.py --model deep_cnn --ensemble 5 --validation-size 0`"),
+    ("lenet5_subset2000", "`python train.py --model lenet5 --subset 2000`"),
+    ("mlp_tuned", "`python tuning/search_mlp.py`"), ("simple_cnn_scratch_subset1000", "`python -m scratch.train --subset 1000`"),
     ("cnn_long", "`python train.py --help` lists the models it trains"),
 ])
 def test_a_missing_model_is_told_the_command_that_trains_it(folder, hint):
