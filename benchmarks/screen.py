@@ -3,7 +3,9 @@
     python benchmarks/screen.py --change width15 --seed 42            # here: Keras on TensorFlow
     KERAS_BACKEND=jax python benchmarks/screen.py --change base --seed 42 --train-npz train.npz
     python benchmarks/screen.py --add-model saved_models/resnet       # a model train.py trained, as a run
+    python benchmarks/screen.py --add-model saved_models/resnet --views rotate5   # with test-time views
     python benchmarks/screen.py --score                               # each change's runs, and averaged
+    python benchmarks/screen.py --score --groups 5                    # and averaged five at a time
 
 Made for the GPU machine a session is sometimes lent. It has JAX but no TensorFlow, and no
 TensorFlow wheel fits in what travels there, so train.py cannot run on it. This replays the recipe
@@ -16,8 +18,8 @@ Only training images are read; the last 10000 are validation, as in train.py. `-
 file of them alone (arrays `x`, `y`), so the test set need not travel. Each run appends one JSON
 line to --results, its validation probabilities included, so that `--score` can say what averaging
 runs (an ensemble) gives. `--add-model` adds a model that train.py trained on the same split, so
-that ensembles of other architectures are scored the same way. docs/accuracy.md shows how ten ran
-side by side on one GPU, and what they found.
+that ensembles of other architectures are scored the same way. docs/accuracy.md shows how ten to
+eighteen ran side by side on one GPU, and what they found.
 """
 
 import argparse
@@ -49,6 +51,21 @@ CHANGES = {
     "bag": dict(bag=0.8),  # Deotte's bagging: each run trains on its own random 80 % of the training split
     "elastic": dict(elastic=ELASTIC_PIXELS),  # robust_cnn's smooth random displacement, on top of the warp
     "elastic2": dict(elastic=2 * ELASTIC_PIXELS),  # the same, twice as strong
+}
+
+
+# Test-time augmentation for --add-model --views: each view besides the image itself, as (degrees, rows,
+# columns, scale) for warp(). "shift1" is evaluate.py --tta's (a test keeps them equal).
+ONE_PIXEL = [(0, -1, 0, 1), (0, 1, 0, 1), (0, 0, -1, 1), (0, 0, 1, 1)]
+VIEW_SETS = {
+    "none": [],
+    "shift1": ONE_PIXEL,
+    "shift1_diagonal": ONE_PIXEL + [(0, rows, columns, 1) for rows in (-1, 1) for columns in (-1, 1)],
+    "shift2": [(0, 2 * rows, 2 * columns, 1) for _, rows, columns, _ in ONE_PIXEL],
+    "rotate5": [(-5, 0, 0, 1), (5, 0, 0, 1)],
+    "rotate10": [(degrees, 0, 0, 1) for degrees in (-10, -5, 5, 10)],
+    "zoom10": [(0, 0, 0, 0.9), (0, 0, 0, 1.1)],
+    "shift1_rotate5": ONE_PIXEL + [(-5, 0, 0, 1), (5, 0, 0, 1)],
 }
 
 
@@ -156,8 +173,17 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
                 val_probabilities=encode(probabilities))
 
 
-def trained_model_row(folder, x_train, y_train, validation_size=VALIDATION_SIZE):
-    """A SavedModel that train.py trained on the split, as one more run: its model's name for a change."""
+def view(images, degrees, rows, columns, scale):
+    """The images as one test-time view: rotated, shifted and scaled as warp() does, the same for each."""
+    def each(value):
+        return np.full(len(images), value, "float32")
+
+    return np.asarray(warp(images, each(np.radians(degrees)), each(rows), each(columns), each(scale)))
+
+
+def trained_model_row(folder, x_train, y_train, view_set="none", validation_size=VALIDATION_SIZE):
+    """A SavedModel that train.py trained on the split, as one more run: its model's name for a change.
+    `view_set`: a VIEW_SETS name; its probabilities are then the mean over the image and those views."""
     quiet_tensorflow_import()
     from mnist_lab.data.pipeline import to_model_input
     from mnist_lab.record import ModelRecord
@@ -171,8 +197,10 @@ def trained_model_row(folder, x_train, y_train, validation_size=VALIDATION_SIZE)
         raise UserError(f"--add-model {folder}: trained on {trained_on} images with {held_out} held out; only a "
                         f"model trained on all but the last {validation_size} of these {len(x_train)} can be "
                         "scored on them")
-    probabilities = SavedModelClassifier(folder).predict(to_model_input(x_train[-validation_size:]))
-    return dict(change=record.model, seed=record.flags.get("seed"), folder=str(folder),
+    model, images = SavedModelClassifier(folder), to_model_input(x_train[-validation_size:])
+    views = [images] + [view(images, *each) for each in VIEW_SETS[view_set]]
+    probabilities = np.mean([model.predict(seen) for seen in views], axis=0)
+    return dict(change=record.model, seed=record.flags.get("seed"), folder=str(folder), views=view_set,
                 val_accuracy=float(np.mean(probabilities.argmax(1) == np.asarray(y_train)[-validation_size:])),
                 val_probabilities=encode(probabilities))
 
@@ -186,9 +214,11 @@ def decode(text):
     return np.frombuffer(base64.b64decode(text), "float16").reshape(-1, 10).astype("float32")
 
 
-def score(rows, y_val):
-    """One line per change: its runs' mean validation accuracy and that of their averaged probabilities;
-    then every run averaged together, where there are several changes."""
+def score(rows, y_val, group_size=None):
+    """One line per change: its runs' mean validation accuracy, that of their averaged probabilities,
+    and how many digits every run misses and half of them or more; then every run averaged together,
+    where there are several changes. `group_size` K: below each change, its runs in order of seed
+    averaged K at a time (a last group of fewer is left out)."""
     groups = {}
     for row in rows:
         groups.setdefault(row["change"], []).append(row)
@@ -196,14 +226,27 @@ def score(rows, y_val):
         groups["all of them"] = rows
     lines = []
     for name, members in groups.items():
+        members = sorted(members, key=lambda row: (row.get("seed") is None, row.get("seed") or 0))
         probabilities = [decode(row["val_probabilities"]) for row in members]
         if any(len(p) != len(y_val) for p in probabilities):
             raise UserError(f"{name}: a run has probabilities for other than the {len(y_val)} validation images")
-        single = np.mean([np.mean(p.argmax(1) == y_val) for p in probabilities])
+        wrong = np.array([p.argmax(1) != y_val for p in probabilities])
         averaged = np.mean(np.mean(probabilities, axis=0).argmax(1) == y_val)
-        lines.append(f"{name}: {len(members)} run{'s' * (len(members) > 1)}, {100 * single:.2f} % on average, "
-                     f"{100 * averaged:.2f} % averaged into one")
+        lines.append(f"{name}: {len(members)} run{'s' * (len(members) > 1)}, {100 * (1 - wrong.mean()):.2f} % on "
+                     f"average, {100 * averaged:.2f} % averaged into one; {wrong.all(axis=0).sum()} digits missed "
+                     f"by every run, {(wrong.mean(axis=0) >= 0.5).sum()} by half or more")
+        if group_size and name != "all of them":
+            for start in range(0, len(members) - group_size + 1, group_size):
+                group = probabilities[start:start + group_size]
+                first, last = members[start].get("seed"), members[start + group_size - 1].get("seed")
+                accuracy = np.mean(np.mean(group, axis=0).argmax(1) == y_val)
+                lines.append(f"  seeds {first}-{last}: {100 * accuracy:.2f} % averaged into one")
     return lines
+
+
+def unique_runs(rows):
+    """The last row of each run (change, seed, model folder, views): a file appended to twice counts each once."""
+    return list({(row["change"], row.get("seed"), row.get("folder"), row.get("views")): row for row in rows}.values())
 
 
 def read_rows(path):
@@ -213,7 +256,7 @@ def read_rows(path):
             rows = [json.loads(line) for line in results if line.strip()]
     except (OSError, ValueError) as error:
         raise UserError(f"--results {path}: cannot read its runs ({error})") from None
-    rows = [row for row in rows if "val_probabilities" in row]
+    rows = unique_runs([row for row in rows if "val_probabilities" in row])
     if not rows:
         raise UserError(f"--results {path}: no run with validation probabilities to score; run some first")
     return rows
@@ -246,6 +289,12 @@ def main(argv=None):
     parser.add_argument("--add-model", metavar="FOLDER",
                         help="train nothing; add a model that train.py trained on the split, such as "
                              "saved_models/resnet, to --results as one more run named by its model (default: none)")
+    parser.add_argument("--views", choices=list(VIEW_SETS), default="none",
+                        help="with --add-model: average its probabilities over the image and these views "
+                             "(test-time augmentation; shift1 is evaluate.py --tta's) (default: none)")
+    parser.add_argument("--groups", type=positive_int, metavar="K",
+                        help="with --score: also each change's runs, in order of seed, averaged K at a time "
+                             "(default: all of them only)")
     parser.add_argument("--epochs", type=positive_int, help="fewer epochs, for a smoke run (default: the recipe's)")
     args = parser.parse_args(argv)
     if not (args.score or args.add_model) and (args.change is None or args.seed is None):
@@ -253,11 +302,12 @@ def main(argv=None):
                      "or --add-model to add one)")
     if args.score:
         rows = read_rows(args.results)
-        print("\n".join(score(rows, np.asarray(load_training(args.train_npz)[1])[-VALIDATION_SIZE:])))
+        y_val = np.asarray(load_training(args.train_npz)[1])[-VALIDATION_SIZE:]
+        print("\n".join(score(rows, y_val, args.groups)))
         return 0
     x_train, y_train = load_training(args.train_npz)
     if args.add_model:
-        row = trained_model_row(args.add_model, x_train, y_train)
+        row = trained_model_row(args.add_model, x_train, y_train, args.views)
     else:
         if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
             quiet_tensorflow_import()
