@@ -22,8 +22,8 @@ from models import HANDWRITING, WIDE, check_augmentation
 
 # Handwriting distortions, each drawn per image, in ranges set by eye on training digits (the strongest
 # still reads as its digit): stroke thickness t in [THIN, THICK] (-1: one 3x3 erosion, 0: as written,
-# 1: one 3x3 dilation, 2: two; fractions blend), elastic displacement (a smooth random field:
-# geometry.ELASTIC_PIXELS), slant as a horizontal shear, scale and aspect, rotation,
+# 1: one 3x3 dilation, 2: two; fractions blend), elastic displacement (a smooth random field of
+# strength up to twice geometry.ELASTIC_PIXELS), slant as a horizontal shear, scale and aspect, rotation,
 # shift, a Gaussian blur (sigma 1) blended in with BLUR_PROBABILITY, pixel noise of standard deviation up to NOISE.
 THIN, THICK = -0.8, 1.5
 SLANT = 0.3  # shear: +-0.3 pixel sideways per pixel of height (about +-17 degrees)
