@@ -167,7 +167,7 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
     # Where ema > 0, fit has swapped the averaged weights in by now: score them, not the last epoch's.
     probabilities = net.predict(x[cut:], batch_size=1000, verbose=0)
     return dict(change=change, seed=seed, epochs=epochs,
-                val_accuracy=float(np.mean(probabilities.argmax(1) == np.asarray(y_train)[cut:])),
+                val_accuracy=accuracy(probabilities, np.asarray(y_train)[cut:]),
                 val_loss=history["val_loss"][-1], mean_last5=float(np.mean(history["val_categorical_accuracy"][-5:])),
                 params=net.count_params(), seconds=round(seconds, 1), backend=keras.backend.backend(),
                 val_probabilities=encode(probabilities))
@@ -201,8 +201,13 @@ def trained_model_row(folder, x_train, y_train, view_set="none", validation_size
     views = [images] + [view(images, *each) for each in VIEW_SETS[view_set]]
     probabilities = np.mean([model.predict(seen) for seen in views], axis=0)
     return dict(change=record.model, seed=record.flags.get("seed"), folder=str(folder), views=view_set,
-                val_accuracy=float(np.mean(probabilities.argmax(1) == np.asarray(y_train)[-validation_size:])),
+                val_accuracy=accuracy(probabilities, np.asarray(y_train)[-validation_size:]),
                 val_probabilities=encode(probabilities))
+
+
+def accuracy(probabilities, labels):
+    """The fraction of images whose most probable class is their label."""
+    return float(np.mean(np.asarray(probabilities).argmax(1) == labels))
 
 
 def encode(probabilities):
@@ -231,7 +236,7 @@ def score(rows, y_val, group_size=None):
         if any(len(p) != len(y_val) for p in probabilities):
             raise UserError(f"{name}: a run has probabilities for other than the {len(y_val)} validation images")
         wrong = np.array([p.argmax(1) != y_val for p in probabilities])
-        averaged = np.mean(np.mean(probabilities, axis=0).argmax(1) == y_val)
+        averaged = accuracy(np.mean(probabilities, axis=0), y_val)
         lines.append(f"{name}: {len(members)} run{'s' * (len(members) > 1)}, {100 * (1 - wrong.mean()):.2f} % on "
                      f"average, {100 * averaged:.2f} % averaged into one; {wrong.all(axis=0).sum()} digits missed "
                      f"by every run, {(wrong.mean(axis=0) >= 0.5).sum()} by half or more")
@@ -239,8 +244,8 @@ def score(rows, y_val, group_size=None):
             for start in range(0, len(members) - group_size + 1, group_size):
                 group = probabilities[start:start + group_size]
                 first, last = members[start].get("seed"), members[start + group_size - 1].get("seed")
-                accuracy = np.mean(np.mean(group, axis=0).argmax(1) == y_val)
-                lines.append(f"  seeds {first}-{last}: {100 * accuracy:.2f} % averaged into one")
+                lines.append(f"  seeds {first}-{last}: {100 * accuracy(np.mean(group, axis=0), y_val):.2f} % "
+                             "averaged into one")
     return lines
 
 

@@ -27,10 +27,9 @@ OTHER_TRAINERS = {TUNED_MODEL: "python tuning/search_mlp.py", SCRATCH_MODEL: "py
 
 def train_hint(folder_name):
     """How to train what a default output folder holds, for error messages."""
-    name = row_name(folder_name)
-    subset = re.search(r"_subset(\d+)(_full)?$", folder_name)
-    data = f" --subset {subset[1]}" if subset else ""  # the flags output_dir() read into the name
-    final_fit = " --validation-size 0" if folder_name.endswith(FINAL_FIT) else ""
+    name, subset, final_fit = folder_parts(folder_name)
+    data = f" --subset {subset}" if subset else ""  # the flags output_dir() wrote into the name
+    final_fit = " --validation-size 0" if final_fit else ""
     ensemble = re.fullmatch(r"(.+)_ensemble(\d+)", name)
     if ensemble and ensemble[1] in REGISTRY:
         return f"train it with `python train.py --model {ensemble[1]} --ensemble {ensemble[2]}{data}{final_fit}`"
@@ -41,10 +40,20 @@ def train_hint(folder_name):
     return "`python train.py --help` lists the models it trains"
 
 
+def folder_parts(folder_name):
+    """A default output folder's name taken apart as output_dir() put it together: what it holds, its
+    --subset (or None) and whether it is a final fit (--validation-size 0):
+    "deep_cnn_ensemble2_subset1000_full" -> ("deep_cnn_ensemble2", 1000, True)."""
+    name = folder_name.removesuffix(FINAL_FIT)
+    subset = re.search(r"_subset(\d+)$", name)
+    if subset:
+        return name[:subset.start()], int(subset[1]), name != folder_name
+    return name, None, name != folder_name
+
+
 def row_name(folder_name):
-    """What a default output folder holds, without the _subsetN and _full that output_dir() adds:
-    "deep_cnn_ensemble2_subset1000_full" -> "deep_cnn_ensemble2"."""
-    return re.sub(r"_subset\d+$", "", folder_name.removesuffix(FINAL_FIT))
+    """What a default output folder holds, without the _subsetN and _full that output_dir() adds."""
+    return folder_parts(folder_name)[0]
 
 
 @dataclass
