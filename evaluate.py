@@ -13,8 +13,9 @@ reports/summary.md; with --corruptions, reports/corruptions.md and reports/corru
 import argparse
 import sys
 
-from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import, run
 from mnist_lab.config import MODELS_DIR
+from mnist_lab.flags import ArgumentParser, positive_int
+from mnist_lab.startup import quiet_tensorflow_import, run
 
 
 def parse_args(argv=None):

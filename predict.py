@@ -19,9 +19,10 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
+from mnist_lab.flags import ArgumentParser
+from mnist_lab.startup import quiet_tensorflow_import, run
 
 SHOW_DIR = "reports/predict"
 STDIN = "-"
@@ -82,8 +83,8 @@ def main(argv=None):
     args = parse_args(argv)
     quiet_tensorflow_import()  # only now: --help and flag errors answer without it
     from mnist_lab import plots
+    from mnist_lab.flags import check_writable_dir
     from mnist_lab.predictor import DigitPredictor, choose_model
-    from mnist_lab.store import check_writable_dir
 
     folder, reason = choose_model(args.models_dir, args.model)
     if args.show_dir:

@@ -14,8 +14,9 @@ the limits on uploads, pixels and concurrent decodes.
 import argparse
 import sys
 
-from mnist_lab.cli import ArgumentParser, check_port_free, port_number, quiet_tensorflow_import, run
 from mnist_lab.config import MODELS_DIR
+from mnist_lab.flags import ArgumentParser, check_port_free, port_number
+from mnist_lab.startup import quiet_tensorflow_import, run
 
 
 def parse_args(argv=None):

@@ -12,9 +12,10 @@ Flags left out take the model's recipe (see models/__init__.py); each is below, 
 import argparse
 import sys
 
-from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run, whole_number
-from mnist_lab.config import TrainConfig, add_run_flags
+from mnist_lab.config import TrainConfig
 from mnist_lab.errors import UserError
+from mnist_lab.flags import ArgumentParser, add_run_flags, positive_float, positive_int, whole_number
+from mnist_lab.startup import quiet_tensorflow_import, run
 from models import DEFAULT_MODEL, NAMED_AUGMENTATIONS, OPTIMIZERS, REGISTRY, SCHEDULES
 
 

@@ -22,16 +22,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks/ imports its own modules
+
+from mnist_lab.flags import ArgumentParser  # noqa: E402
+from mnist_lab.startup import quiet_tensorflow_import, run  # noqa: E402
 
 quiet_tensorflow_import()
 
-from mnist_lab import ensemble, model_table, tuning  # noqa: E402
-from mnist_lab.config import MODELS_DIR, TrainConfig, row_name  # noqa: E402
+from benchmarks import model_table  # noqa: E402
+from mnist_lab import ensemble, tuning  # noqa: E402
+from mnist_lab.config import MODELS_DIR, TrainConfig, folder_parts  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
 from mnist_lab.evaluation import EvalConfig, evaluate, evaluate_folder  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
+from mnist_lab.reader import trained_as  # noqa: E402
 from mnist_lab.record import ModelRecord  # noqa: E402
 from mnist_lab.training import train  # noqa: E402
 from mnist_lab.tuning.search import search  # noqa: E402
@@ -96,29 +101,23 @@ def sources(plan):
                for config, count in plan.ensembles()}}
 
 
-def trained(folder, config, spec, data):
-    """Whether `folder` holds what `config` would train from `spec` on `data` today."""
-    record = ModelRecord.load(folder)
-    return (Path(folder) / "saved_model.pb").is_file() and record is not None and record.matches(config, spec, data)
-
-
 def train_everything(plan, skip_trained, data, log):
     """Train what the table needs; with `skip_trained`, only what is missing or out of date."""
     for name in sorted(REGISTRY):
         config = plan.train_config(name)
         if name in SEEDS:
             continue  # its rows come from its seeds
-        if skip_trained and trained(config.output_dir(), config, REGISTRY[name], data):
+        if skip_trained and trained_as(config.output_dir(), config, REGISTRY[name], data):
             log(f"{name}: trained with today's recipe and data, skipped")
             continue
         train(config, data, log)
-    if not (skip_trained and trained(plan.scratch_config().output_dir(), plan.scratch_config(), SCRATCH_SPEC, data)):
+    if not (skip_trained and trained_as(plan.scratch_config().output_dir(), plan.scratch_config(), SCRATCH_SPEC, data)):
         train_scratch(plan.scratch_config(), data, log)
     for config, count in plan.seeds():
         ensemble.run_seeds(config, count, data, log=log, reuse=skip_trained)
     for config, count in plan.ensembles():
         combined = ensemble.ensemble_config(config, count)
-        if skip_trained and trained(combined.output_dir(), combined, REGISTRY[config.model], data):
+        if skip_trained and trained_as(combined.output_dir(), combined, config.spec(), data):
             log(f"{combined.output_dir().name}: exported from seeds {config.seed}-{config.seed + count - 1}, skipped")
             continue
         ensemble.run_ensemble(config, count, data, log=log)  # its members are the seeds just trained
@@ -136,7 +135,7 @@ def measure_rows(plan, models_dir, reports_dir, data, log):
     table = []
     for row in rows:
         record = ModelRecord.load(models_dir / row["model"])
-        kind = row_name(row["model"])  # a final fit or a --quick run has the words of its recipe's row
+        kind = folder_parts(row["model"])[0]  # a final fit or a --quick run has the words of its recipe's row
         spec = REGISTRY.get(kind)  # today's words for a registry model, whenever it was trained
         table.append(model_table.table_row(record, [row["test_accuracy"]], [row["tta_accuracy"]],
                                            spec.source if spec else sources(plan).get(kind),

@@ -24,17 +24,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mnist_lab.cli import ArgumentParser, non_negative_int, positive_int, quiet_tensorflow_import, run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: benchmarks/ imports its own modules
+
+from mnist_lab.flags import ArgumentParser, non_negative_int, positive_int  # noqa: E402
+from mnist_lab.startup import quiet_tensorflow_import, run  # noqa: E402
 
 quiet_tensorflow_import()
 
-from mnist_lab import predictor, store  # noqa: E402
+from mnist_lab import predictor, reader  # noqa: E402
 from mnist_lab.config import MODELS_DIR  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
-from mnist_lab.data.pipeline import make_splits, to_model_input  # noqa: E402
+from mnist_lab.data.splits import make_splits, to_model_input  # noqa: E402
 from mnist_lab.errors import UserError  # noqa: E402
+from mnist_lab.flags import check_writable_dir  # noqa: E402
 from mnist_lab.machine import cpu_name  # noqa: E402
-from mnist_lab.photos import LIGHTINGS, photo_set  # noqa: E402
+from benchmarks.photo_sets import LIGHTINGS, photo_set  # noqa: E402
 from mnist_lab.preprocess import ImageError, prepare_digit  # noqa: E402
 from mnist_lab.record import ModelRecord  # noqa: E402
 
@@ -87,7 +91,7 @@ def sweep(scores, wrong, thresholds):
 
 def measure(folder, photos, splits):
     """One model's accuracies (MNIST validation, each lighting, all photos) and its unsure flag's figures."""
-    classifier = store.SavedModelClassifier(folder)
+    classifier = reader.SavedModelClassifier(folder)
     row = {"model": classifier.name}
     row["mnist_validation"] = float(np.mean(classifier.predict(to_model_input(splits.x_val)).argmax(axis=1)
                                             == splits.y_val))
@@ -155,10 +159,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    store.check_writable_dir(args.reports_dir, "--reports-dir")  # before minutes of rendering, not after
+    check_writable_dir(args.reports_dir, "--reports-dir")  # before minutes of rendering, not after
     models_dir = Path(args.models_dir)
-    folders = [models_dir / name for name in args.model] if args.model else store.model_folders(models_dir)
-    missing = [folder.name for folder in folders if not (folder / "saved_model.pb").is_file()]
+    folders = [models_dir / name for name in args.model] if args.model else reader.model_folders(models_dir)
+    missing = [folder.name for folder in folders if not reader.has_savedmodel(folder)]
     if missing or not folders:
         raise UserError(f"no trained model {', '.join(missing) or 'at all'} in {models_dir}/; train it first, "
                         f"e.g. `python train.py --model {missing[0] if missing else 'cnn'}`")

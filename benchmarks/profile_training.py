@@ -17,8 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
 from mnist_lab.errors import UserError
+from mnist_lab.flags import ArgumentParser, positive_int
+from mnist_lab.startup import quiet_tensorflow_import
 from models import REGISTRY
 
 # An op belongs to the first kind whose words appear in its name ("layer/.../OpName:OpType").
@@ -115,6 +116,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from mnist_lab.cli import run
+    from mnist_lab.startup import run
 
     sys.exit(run(main))

@@ -24,18 +24,30 @@ eighteen ran side by side on one GPU, and what they found.
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
-from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
 from mnist_lab.config import VALIDATION_SIZE
-from mnist_lab.data.geometry import (ELASTIC_GRID, ELASTIC_PIXELS, ROTATION_DEGREES, SHIFT_FRACTION,
-                                     WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION, ZOOM_FRACTION, sample_bilinear)
+from mnist_lab.data.geometry import (
+    ELASTIC_GRID,
+    ELASTIC_PIXELS,
+    ROTATION_DEGREES,
+    SHIFT_FRACTION,
+    WIDE_ROTATION_DEGREES,
+    WIDE_ZOOM_FRACTION,
+    ZOOM_FRACTION,
+    sample_bilinear,
+)
+from mnist_lab.data.splits import make_splits, to_model_input
 from mnist_lab.errors import UserError
+from mnist_lab.flags import ArgumentParser, positive_int
+from mnist_lab.startup import quiet_tensorflow_import
 from models import REGISTRY
 
 WIDE = dict(rotation=WIDE_ROTATION_DEGREES, zoom=WIDE_ZOOM_FRACTION)
@@ -130,6 +142,7 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
     """Train deep_cnn's recipe with `change` on all but the last `validation_size` images; its row."""
     import keras
 
+    from mnist_lab.optimizers import make_optimizer
     from models.deep_cnn import build_deep_cnn
 
     recipe = REGISTRY["deep_cnn"].recipe
@@ -140,11 +153,12 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
     if len(x_train) <= validation_size:
         raise UserError(f"{len(x_train)} training images: the screen needs more than the {validation_size} "
                         "it holds out for validation")
-    x = (np.asarray(x_train, "float32") / 255.0)[..., None]
-    y = keras.utils.to_categorical(y_train, 10)
-    cut = len(x) - validation_size
+    splits = make_splits(SimpleNamespace(x_train=x_train, y_train=y_train, x_test=x_train[:0], y_test=y_train[:0]),
+                         validation_size)
     keras.utils.set_random_seed(seed)
-    train = training_rows(cut, settings["bag"], seed)
+    rows = training_rows(len(splits.x_train), settings["bag"], seed)
+    x_fit, y_fit = to_model_input(splits.x_train)[rows], keras.utils.to_categorical(splits.y_train[rows], 10)
+    x_val, y_val = to_model_input(splits.x_val), keras.utils.to_categorical(splits.y_val, 10)
     net = build_deep_cnn(width=settings["width"])
     inputs = keras.Input(net.input_shape[1:])
     distorted = make_distort_layer(settings["rotation"], SHIFT_FRACTION, settings["zoom"], seed,
@@ -153,21 +167,19 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
         distorted = keras.layers.RandomErasing(settings["erase"], scale=(0.02, 0.15), fill_value=0.0,
                                                value_range=(0, 1), seed=seed + 3)(distorted)
     model = keras.Model(inputs, net(distorted))
-    steps = -(-len(train) // recipe.batch_size)
-    schedule = keras.optimizers.schedules.CosineDecay(recipe.learning_rate, decay_steps=epochs * steps)
-    beta_1, beta_2 = recipe.adam_betas  # the recipe is Adam with cosine decay (a test keeps it so)
-    optimizer = keras.optimizers.Adam(schedule, beta_1=beta_1, beta_2=beta_2, use_ema=settings["ema"] > 0,
-                                      ema_momentum=settings["ema"] or 0.99)
+    recipe = dataclasses.replace(recipe, epochs=epochs)
+    optimizer = make_optimizer(recipe, -(-len(rows) // recipe.batch_size), use_ema=settings["ema"] > 0,
+                               ema_momentum=settings["ema"] or 0.99)
     model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=settings["smoothing"]),
                   metrics=["categorical_accuracy"])
     start = time.perf_counter()
-    history = model.fit(x[train], y[train], batch_size=recipe.batch_size, epochs=epochs,
-                        validation_data=(x[cut:], y[cut:]), verbose=2).history
+    history = model.fit(x_fit, y_fit, batch_size=recipe.batch_size, epochs=epochs,
+                        validation_data=(x_val, y_val), verbose=2).history
     seconds = time.perf_counter() - start
     # Where ema > 0, fit has swapped the averaged weights in by now: score them, not the last epoch's.
-    probabilities = net.predict(x[cut:], batch_size=1000, verbose=0)
+    probabilities = net.predict(x_val, batch_size=1000, verbose=0)
     return dict(change=change, seed=seed, epochs=epochs,
-                val_accuracy=accuracy(probabilities, np.asarray(y_train)[cut:]),
+                val_accuracy=accuracy(probabilities, splits.y_val),
                 val_loss=history["val_loss"][-1], mean_last5=float(np.mean(history["val_categorical_accuracy"][-5:])),
                 params=net.count_params(), seconds=round(seconds, 1), backend=keras.backend.backend(),
                 val_probabilities=encode(probabilities))
@@ -185,9 +197,8 @@ def trained_model_row(folder, x_train, y_train, view_set="none", validation_size
     """A SavedModel that train.py trained on the split, as one more run: its model's name for a change.
     `view_set`: a VIEW_SETS name; its probabilities are then the mean over the image and those views."""
     quiet_tensorflow_import()
-    from mnist_lab.data.pipeline import to_model_input
+    from mnist_lab.reader import SavedModelClassifier
     from mnist_lab.record import ModelRecord
-    from mnist_lab.store import SavedModelClassifier
 
     record = ModelRecord.load(folder)
     if record is None:
@@ -327,6 +338,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from mnist_lab.cli import run
+    from mnist_lab.startup import run
 
     sys.exit(run(main))

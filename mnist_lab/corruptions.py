@@ -26,9 +26,10 @@ import zlib
 import numpy as np
 from scipy import ndimage
 
+from models.common import IMAGE_SIZE
+
 SEED = 0
-SIZE = 28
-CENTRE = (SIZE - 1) / 2  # the point MNIST-C's affine corruptions keep fixed
+CENTRE = (IMAGE_SIZE - 1) / 2  # the point MNIST-C's affine corruptions keep fixed
 
 
 def as_float(images):
@@ -59,11 +60,11 @@ def warp(images, matrices, offsets=(0.0, 0.0)):
     for every output pixel p = (row, column): skimage's warp with an inverse map, as MNIST-C uses it.
     `matrices` (2, 2) or (N, 2, 2), `offsets` (2,) or (N, 2)."""
     count = len(images)
-    grid = np.indices((SIZE, SIZE), dtype=np.float64).reshape(2, -1) - CENTRE
+    grid = np.indices((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float64).reshape(2, -1) - CENTRE
     matrices = np.broadcast_to(matrices, (count, 2, 2))
     offsets = np.broadcast_to(np.asarray(offsets, np.float64), (count, 2))
     source = matrices @ grid + CENTRE + offsets[:, :, None]  # (N, 2, 784): input (row, column) per pixel
-    index = np.broadcast_to(np.arange(count, dtype=np.float64)[:, None], (count, SIZE * SIZE))
+    index = np.broadcast_to(np.arange(count, dtype=np.float64)[:, None], (count, IMAGE_SIZE * IMAGE_SIZE))
     # The image index is a whole number, so linear interpolation along it picks that image alone.
     warped = ndimage.map_coordinates(as_float(images), [index, source[:, 0], source[:, 1]], order=1,
                                      mode="grid-constant", cval=0.0)
@@ -74,7 +75,7 @@ def line(c0, r0, c1, r1):
     """MNIST-C's line from (column c0, row r0) to (c1, r1), c0 < c1, per image: intensity 1 on it,
     fading to 0 at 2.3 pixels above and below it, nothing left of c0 or right of c1. (N, 28, 28)."""
     c0, r0, c1, r1 = (np.reshape(np.asarray(v, np.float64), (-1, 1, 1)) for v in (c0, r0, c1, r1))
-    columns, rows = np.arange(SIZE, dtype=np.float64), np.arange(SIZE, dtype=np.float64)[:, None]
+    columns, rows = np.arange(IMAGE_SIZE, dtype=np.float64), np.arange(IMAGE_SIZE, dtype=np.float64)[:, None]
     height = (r1 - r0) / (c1 - c0) * (columns - c0) + r0
     distance = np.minimum(np.abs(rows - height), 2.3 - 1e-10)
     intensity = np.clip(np.log(1 - distance / 2.3) + 1, 0, 1)
@@ -83,7 +84,7 @@ def line(c0, r0, c1, r1):
 
 def plasma_tiles(count, rng, decay, size=256):
     """`count` 28x28 tiles of diamond-square height maps in [0, 1], MNIST-C's plasma_fractal."""
-    per_map = (size // SIZE) ** 2
+    per_map = (size // IMAGE_SIZE) ** 2
     maps = np.zeros((-(-count // per_map), size, size))
     step, wibble = size, 100.0
     while step >= 2:
@@ -103,9 +104,9 @@ def plasma_tiles(count, rng, decay, size=256):
         step, wibble = half, wibble / decay
     maps -= maps.min(axis=(1, 2), keepdims=True)
     maps /= maps.max(axis=(1, 2), keepdims=True)
-    side = size // SIZE
-    tiles = maps[:, :side * SIZE, :side * SIZE].reshape(-1, side, SIZE, side, SIZE).transpose(0, 1, 3, 2, 4)
-    return tiles.reshape(-1, SIZE, SIZE)[:count]
+    side = size // IMAGE_SIZE
+    tiles = maps[:, :side * IMAGE_SIZE, :side * IMAGE_SIZE].reshape(-1, side, IMAGE_SIZE, side, IMAGE_SIZE).transpose(0, 1, 3, 2, 4)
+    return tiles.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)[:count]
 
 
 # The corruptions, each at MNIST-C's severity, in the order of MNIST-C's CORRUPTIONS list.
@@ -129,8 +130,8 @@ def glass_blur(images, rng, sigma=0.7, reach=1, passes=2):
     # MNIST-C's swaps run one pixel at a time, so a value can travel on; that order is kept, and the
     # loop runs over positions only, all images at once.
     for _ in range(passes):
-        for row in range(SIZE - reach, reach, -1):
-            for column in range(SIZE - reach, reach, -1):
+        for row in range(IMAGE_SIZE - reach, reach, -1):
+            for column in range(IMAGE_SIZE - reach, reach, -1):
                 chosen = every[rng.random(len(images)) < 0.5]
                 d_row, d_column = rng.integers(-reach, reach, (2, len(chosen)))  # as randint: -1 or 0
                 other = (chosen, row + d_row, column + d_column)
@@ -143,11 +144,11 @@ def motion_blur(images, rng, radius=10, sigma=3.0):
     angle = np.deg2rad(rng.uniform(-45, 45, len(images)))[:, None, None]
     steps = np.arange(2 * radius + 1)
     weights = np.exp(-steps ** 2 / (2 * sigma ** 2))
-    index, rows, columns = np.ogrid[:len(images), :SIZE, :SIZE]
+    index, rows, columns = np.ogrid[:len(images), :IMAGE_SIZE, :IMAGE_SIZE]
     streak = np.zeros(images.shape)
     for step, weight in zip(steps, weights / weights.sum()):
-        moved_rows = np.clip(rows + np.rint(step * np.sin(angle)).astype(int), 0, SIZE - 1)
-        moved_columns = np.clip(columns + np.rint(step * np.cos(angle)).astype(int), 0, SIZE - 1)
+        moved_rows = np.clip(rows + np.rint(step * np.sin(angle)).astype(int), 0, IMAGE_SIZE - 1)
+        moved_columns = np.clip(columns + np.rint(step * np.cos(angle)).astype(int), 0, IMAGE_SIZE - 1)
         streak += weight * images[index, moved_rows, moved_columns]
     return as_uint8(streak / 255)
 
@@ -183,7 +184,7 @@ def stripe(images, rng):
     """The 7 columns at each side inverted."""
     striped = images.copy()
     striped[:, :, :7] = 255 - images[:, :, :7]
-    striped[:, :, SIZE - 7:] = 255 - images[:, :, SIZE - 7:]
+    striped[:, :, IMAGE_SIZE - 7:] = 255 - images[:, :, IMAGE_SIZE - 7:]
     return striped
 
 
@@ -204,16 +205,16 @@ def spatter(images, rng):
 
 def dotted_line(images, rng):
     """A line across the image from a random row on the left to one on the right, in dashes of 2 pixels."""
-    rows = rng.integers(0, SIZE - 1, (2, len(images)))
-    dashes = line(0, rows[0], SIZE - 1, rows[1])
-    dashes[:, :, np.arange(SIZE) // 2 % 2 == 0] = 0
+    rows = rng.integers(0, IMAGE_SIZE - 1, (2, len(images)))
+    dashes = line(0, rows[0], IMAGE_SIZE - 1, rows[1])
+    dashes[:, :, np.arange(IMAGE_SIZE) // 2 % 2 == 0] = 0
     return as_uint8(as_float(images) + dashes)
 
 
 def zigzag(images, rng, tooth=2.0):
     """A zigzag of 2-pixel teeth from column 2 to 25, tilted by up to 5 rows."""
     c0, c1, count = 2, 25, len(images)
-    r0 = rng.integers(0, SIZE - 1, count)
+    r0 = rng.integers(0, IMAGE_SIZE - 1, count)
     r1 = r0 + rng.integers(-5, 5, count)
     theta = np.arctan((r1 - r0) / (c1 - c0))
     length = (c1 - c0) / np.cos(theta)
@@ -243,8 +244,8 @@ def canny_edges(images, rng, sigma=1.0, low=0.1, high=0.2):
     padded = np.pad(magnitude, ((0, 0), (1, 1), (1, 1)))
     peak = np.zeros(images.shape, bool)
     for k, (dr, dc) in enumerate([(0, 1), (1, 1), (1, 0), (1, -1)]):
-        ahead = padded[:, 1 + dr:SIZE + 1 + dr, 1 + dc:SIZE + 1 + dc]
-        behind = padded[:, 1 - dr:SIZE + 1 - dr, 1 - dc:SIZE + 1 - dc]
+        ahead = padded[:, 1 + dr:IMAGE_SIZE + 1 + dr, 1 + dc:IMAGE_SIZE + 1 + dc]
+        behind = padded[:, 1 - dr:IMAGE_SIZE + 1 - dr, 1 - dc:IMAGE_SIZE + 1 - dc]
         peak |= (sector == k) & (magnitude >= ahead) & (magnitude >= behind)
     # Hysteresis: weak edges count only when connected, within their own image, to a strong one.
     weak = peak & (magnitude > low)
@@ -263,8 +264,8 @@ def corrupt(name, images, seed=SEED):
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; one of {', '.join(CORRUPTIONS)}")
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIZE, SIZE):
-        raise ValueError(f"expected uint8 images of shape (N, {SIZE}, {SIZE}), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"expected uint8 images of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}), got {images.dtype} {images.shape}")
     # A stream of its own for each corruption, keyed by its name, not its place in the list.
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     return CORRUPTIONS[name](images, rng)

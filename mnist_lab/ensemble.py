@@ -17,15 +17,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from mnist_lab import store
 from mnist_lab.config import MEMBERS_DIR
 from mnist_lab.data import load_mnist
-from mnist_lab.data.pipeline import make_splits, to_model_input
+from mnist_lab.data.splits import make_splits, to_model_input
 from mnist_lab.errors import UserError
-from mnist_lab.lock import OutputLock
-from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord, environment, write_json
+from mnist_lab.reader import trained_as
+from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord, environment
+from mnist_lab.text import write_json
 from mnist_lab.training import train
-from models import INPUT_SHAPE, REGISTRY
+from mnist_lab.writer import ModelWriter
+from models import INPUT_SHAPE
 
 
 def member_dir(config, seed):
@@ -37,34 +38,21 @@ def ensemble_name(model, count):
     return f"{model}_ensemble{count}"
 
 
-def find_trained(config, spec, data, folders):
-    """(folder, record) of the first folder holding what `config` would train from `spec`, else None."""
-    for folder in folders:
-        record = ModelRecord.load(folder)
-        if (folder / "saved_model.pb").is_file() and (folder / "model.keras").is_file() \
-                and record and record.matches(config, spec, data):
-            return folder, record
-    return None
-
-
 def trained_member(config, seed, data, log, reuse=True):
     """(folder, record) of this recipe trained with `seed`: found if trained before (and `reuse`), else trained now."""
     member = dataclasses.replace(config, seed=seed, output=str(member_dir(config, seed)))
-    spec = REGISTRY[config.model]
-    found = reuse and find_trained(member, spec, data, (Path(member.output),
-                                                        dataclasses.replace(config, output=None).output_dir()))
-    if found:
-        folder, record = found
-        log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
-            f"(test accuracy {100 * record.test_accuracy:.2f} %)")
-        return found
+    if reuse:
+        for folder in (Path(member.output), dataclasses.replace(config, output=None).output_dir()):
+            record = trained_as(folder, member, config.spec(), data)
+            if record:
+                log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
+                    f"(test accuracy {100 * record.test_accuracy:.2f} %)")
+                return folder, record
     log(f"seed {seed}: training {config.model} -> {member.output}")
     return Path(member.output), train(member, data, log)
 
 
 def train_members(config, count, data, log, reuse=True):
-    if config.model not in REGISTRY:
-        raise UserError(f"--model {config.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
     return [trained_member(config, config.seed + index, data, log, reuse) for index in range(count)]
 
 
@@ -139,38 +127,37 @@ def accuracy(model, images, labels):
 
 def ensemble_config(config, count):
     """The config whose record an ensemble of `count` seeds from config.seed carries."""
-    return dataclasses.replace(config, model=ensemble_name(config.model, count))
+    return dataclasses.replace(config, name=ensemble_name(config.model, count))
 
 
 def run_ensemble(config, count, data=None, log=print):
     """Train (or reuse) `count` seeds, average them into one model, test it once, export it."""
     if count < 2:
         raise UserError(f"--ensemble {count}: an ensemble needs at least 2 members")
-    output = ensemble_config(config, count).output_dir()
-    store.check_output_dir(output)
-    data = data or load_mnist(config.data_dir, log=log)
-    splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
-    store.check_replaceable(output, len(splits.x_train), config.recipe().epochs, config.replace)
-    members = train_members(dataclasses.replace(config, output=None), count, data, log)
-    model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
-                           for folder, _ in members], output.name)
-    validation_accuracy = accuracy(model, splits.x_val, splits.y_val) if len(splits.x_val) else None
-    test_accuracy = accuracy(model, splits.x_test, splits.y_test)  # the one use of the test set
-    summary = seeds_summary(config.model, members)
-    spec = REGISTRY[config.model]
-    spec = dataclasses.replace(spec, summary=f"mean probabilities of {count} {config.model} models (seeds "
-                                             f"{summary['seeds'][0]}-{summary['seeds'][-1]})")
-    record = ModelRecord.create(
-        ensemble_name(config.model, count), spec, ensemble_config(config, count), model, data, splits,
-        ensemble={"of": config.model, "members": summary["members"], "member_test_accuracy": summary["test_accuracy"]},
-        epochs_run=summary["epochs"], training_seconds=round(sum(record.training_seconds for _, record in members), 2),
-        seconds_per_epoch=round(summary["seconds_per_epoch"]["mean"], 2),
-        validation_accuracy=None if validation_accuracy is None else round(validation_accuracy, 6),
-        test_accuracy=round(test_accuracy, 6))
-    with OutputLock(output):
-        store.recover_interrupted(output.parent, log, own=output.name)
-        store.write_model_folder(model, output, record)
+    ensemble = ensemble_config(config, count)
+    with ModelWriter(ensemble.output_dir(), log) as writer:  # held while the members train, too
+        data = data or load_mnist(config.data_dir, log=log)
+        splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
+        writer.check_replaceable(len(splits.x_train), config.recipe().epochs, config.replace)
+        members = train_members(dataclasses.replace(config, output=None), count, data, log)
+        model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
+                               for folder, _ in members], ensemble.output_name())
+        validation_accuracy = accuracy(model, splits.x_val, splits.y_val) if len(splits.x_val) else None
+        test_accuracy = accuracy(model, splits.x_test, splits.y_test)  # the one use of the test set
+        summary = seeds_summary(config.model, members)
+        spec = dataclasses.replace(config.spec(), summary=f"mean probabilities of {count} {config.model} models "
+                                                          f"(seeds {summary['seeds'][0]}-{summary['seeds'][-1]})")
+        record = ModelRecord.create(
+            ensemble.output_name(), spec, ensemble, model, data, splits,
+            ensemble={"of": config.model, "members": summary["members"],
+                      "member_test_accuracy": summary["test_accuracy"]},
+            epochs_run=summary["epochs"],
+            training_seconds=round(sum(record.training_seconds for _, record in members), 2),
+            seconds_per_epoch=round(summary["seconds_per_epoch"]["mean"], 2),
+            validation_accuracy=None if validation_accuracy is None else round(validation_accuracy, 6),
+            test_accuracy=round(test_accuracy, 6))
+        writer.write(model, record)
     member_figures = summary["test_accuracy"]
-    log(f"{output.name}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images (its members "
-        f"{100 * member_figures['min']:.2f}-{100 * member_figures['max']:.2f} %) -> {output}")
+    log(f"{writer.output.name}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images (its "
+        f"members {100 * member_figures['min']:.2f}-{100 * member_figures['max']:.2f} %) -> {writer.output}")
     return record

@@ -14,13 +14,14 @@ from typing import List, Optional
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from mnist_lab import plots, store
-from mnist_lab.cli import counted
+from mnist_lab import plots, reader
 from mnist_lab.config import MEMBERS_DIR, MODELS_DIR, train_hint
 from mnist_lab.corruptions import CORRUPTIONS, SEED, corrupt
 from mnist_lab.data import load_mnist
-from mnist_lab.data.pipeline import to_model_input
+from mnist_lab.data.splits import to_model_input
 from mnist_lab.errors import ModelError, UserError
+from mnist_lab.flags import check_writable_dir
+from mnist_lab.text import counted
 from models import NUM_CLASSES
 
 GRID_SIZE = 50  # test images shown in the predictions grid
@@ -64,14 +65,14 @@ def find_model_folders(config):
         folders = [models_dir / name for name in config.models]
         missing = [folder.name for folder in folders if not folder.is_dir()]
         if missing:
-            available = sorted(f.name for f in models_dir.iterdir() if f.is_dir() and not f.name.startswith("."))
+            available = [folder.name for folder in reader.visible_folders(models_dir)]
             raise UserError(f"no trained model {', '.join(missing)} in {models_dir}/ "
                             f"(found: {', '.join(available) or 'none'}); {train_hint(missing[0])}")
         return folders
     # members/ and folders that hold models (experiments/ in docs/accuracy.md) are not models; any
     # other folder is one, and is reported if it does not load.
-    folders = sorted(f for f in models_dir.iterdir() if f.is_dir() and not f.name.startswith(".")
-                     and f.name != MEMBERS_DIR.name and not store.model_folders(f))
+    folders = [folder for folder in reader.visible_folders(models_dir)
+               if folder.name != MEMBERS_DIR.name and not reader.model_folders(folder)]
     if not folders:
         raise UserError(f"no trained models in {models_dir}/; {hint}")
     return folders
@@ -100,7 +101,7 @@ def write_reports(name, images, labels, probabilities, report, matrix, folder):
 
 def open_classifier(folder, data, log=print):
     """The folder's SavedModel, with a note when its record says it was trained on other data than `data`."""
-    classifier = store.SavedModelClassifier(folder)
+    classifier = reader.SavedModelClassifier(folder)
     record = classifier.record
     if record and record.fingerprint and record.fingerprint != data.fingerprint:
         log(f"note: {classifier.name} was trained on {record.data.get('source')}, not on {data.source}")
@@ -167,7 +168,7 @@ def evaluate(config, data=None, log=print):
     """
     folders = find_model_folders(config)
     data = data or load_mnist(config.data_dir, log=log)
-    store.check_writable_dir(config.reports_dir, "--reports-dir")
+    check_writable_dir(config.reports_dir, "--reports-dir")
     rows, failures = [], []
     log(f"evaluating {counted(len(folders), 'model')} on {len(data.y_test)} test images")
     for folder in folders:
@@ -227,7 +228,7 @@ def evaluate_corruptions(config, data=None, log=print):
     """
     folders = find_model_folders(config)
     data = data or load_mnist(config.data_dir, log=log)
-    store.check_writable_dir(config.reports_dir, "--reports-dir")
+    check_writable_dir(config.reports_dir, "--reports-dir")
     start = time.perf_counter()
     corrupted = {name: corrupt(name, data.x_test, SEED) for name in CORRUPTIONS}  # once, for every model
     log(f"{len(data.y_test)} test images corrupted {counted(len(corrupted), 'way')} (seed {SEED}) in "

@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from mnist_lab import preprocess, store
+from mnist_lab import preprocess, reader
 from mnist_lab.config import MODELS_DIR, train_hint
 from mnist_lab.errors import ModelError, UserError
 from mnist_lab.record import FULL_TEST_SET, ModelRecord
@@ -78,10 +78,10 @@ def choose_model(models_dir=MODELS_DIR, name=None):
     hint = "train one first, e.g. `python train.py --model cnn`"
     if name is not None:
         folder = models_dir / name
-        if not (folder / "saved_model.pb").is_file():
+        if not reader.has_savedmodel(folder):
             raise UserError(f"--model {name}: no trained model in {folder}; {train_hint(name)}")
         return folder, "chosen with --model"
-    folders = store.model_folders(models_dir)
+    folders = reader.model_folders(models_dir)
     if not folders:
         raise UserError(f"no trained models in {models_dir}/; {hint}")
     recorded = []
@@ -104,7 +104,7 @@ class DigitPredictor:
     """A SavedModel loaded once; `predict` takes encoded image bytes."""
 
     def __init__(self, folder):
-        self.classifier = store.SavedModelClassifier(folder)
+        self.classifier = reader.SavedModelClassifier(folder)
         self.name = self.classifier.name
         self.classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # trace once, before any request
 

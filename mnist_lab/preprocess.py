@@ -20,8 +20,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from scipy import ndimage
 
 from mnist_lab.errors import UserError, first_line
+from models.common import IMAGE_SIZE
 
-FIELD = 28  # MNIST's image size
 BOX = 20  # MNIST scaled every digit to fit a 20x20 box
 INK_THRESHOLD = 0.2  # fraction of full contrast above which a pixel counts as ink for cropping
 MIN_CONTRAST = 0.08  # below this the picture holds no digit, only paper or noise
@@ -227,11 +227,11 @@ def prepare_digit(image, name="image"):
 
     # Place the digit so its centre of mass lands on the field's centre, as MNIST did.
     centre_y, centre_x = ndimage.center_of_mass(digit)
-    top = int(round(FIELD / 2 - centre_y))
-    left = int(round(FIELD / 2 - centre_x))
-    field = np.zeros((FIELD, FIELD), np.float32)
+    top = int(round(IMAGE_SIZE / 2 - centre_y))
+    left = int(round(IMAGE_SIZE / 2 - centre_x))
+    field = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.float32)
     y0, x0 = max(top, 0), max(left, 0)
-    y1, x1 = min(top + digit.shape[0], FIELD), min(left + digit.shape[1], FIELD)
+    y1, x1 = min(top + digit.shape[0], IMAGE_SIZE), min(left + digit.shape[1], IMAGE_SIZE)
     field[y0:y1, x0:x1] = digit[y0 - top:y1 - top, x0 - left:x1 - left]
     return np.clip(field, 0, 1)
 

@@ -19,6 +19,7 @@ import sklearn
 import tensorflow
 
 from mnist_lab.machine import cpu_name, native_bfloat16
+from mnist_lab.text import write_json
 from models import Recipe
 
 METADATA_FILE = "metadata.json"
@@ -100,7 +101,7 @@ class ModelRecord:
 
     def matches(self, config, spec, data):
         """Whether this is the model `config` would train from `spec` on `data` now, finished and tested."""
-        return (self.model == config.model and self.test_accuracy is not None
+        return (self.model == config.output_name() and self.test_accuracy is not None
                 and all(self.flags.get(key) == value for key, value in config.identity().items())
                 and self.fingerprint == data.fingerprint
                 and Recipe.from_dict(self.recipe) == config.recipe(spec.recipe)
@@ -110,14 +111,6 @@ class ModelRecord:
 def as_json(value):
     """`value` as it reads back from JSON (tuples become lists), for comparing with a loaded record."""
     return json.loads(json.dumps(value))
-
-
-def write_json(data, path):
-    """Write `data` as JSON so that a reader sees the old file or the new one, never half of it."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
 
 
 def environment():

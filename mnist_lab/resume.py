@@ -1,9 +1,9 @@
 """Training that resumes after a kill.
 
-Beside each model folder `saved_models/cnn/` lives a hidden `.cnn.backup/`: Keras'
-`BackupAndRestore` weights and optimizer state after every epoch, plus this run's settings and
-per-epoch history, so the same command continues where a killed run stopped. It is removed once
-the model is exported; `--fresh` removes it before training. (The run's lock is the store's.)
+The writer names a backup folder beside each model folder (`ModelWriter.backup`, `.cnn.backup/`);
+this module fills it: Keras' `BackupAndRestore` weights and optimizer state after every epoch, plus
+this run's settings and per-epoch history, so the same command continues where a killed run
+stopped. The writer removes it once the model is exported; `--fresh` removes it before training.
 """
 
 import json
@@ -15,16 +15,12 @@ import h5py
 import keras
 
 from mnist_lab.errors import UserError, first_line
-from mnist_lab.record import write_json
+from mnist_lab.text import write_json
 
 RUN_FILE = "run.json"  # the settings of the run that made the backup
 HISTORY_FILE = "history.json"  # per-epoch metrics and seconds, as far as the backup goes
 KERAS_PROGRESS_FILE = "training_metadata.json"  # BackupAndRestore's own record of completed epochs
 KERAS_WEIGHTS_FILE = "latest.weights.h5"  # and its weights and optimizer state; each has a previous copy, .bkp
-
-
-def backup_dir(output):
-    return output.parent / f".{output.name}.backup"
 
 
 class HistoryBackup(keras.callbacks.Callback):

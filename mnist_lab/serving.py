@@ -28,7 +28,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from mnist_lab import preprocess, store
+from mnist_lab import preprocess, reader
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import ModelError, first_line
 from mnist_lab.predictor import DigitPredictor
@@ -235,7 +235,7 @@ def create_app(model_folder, models_dir=MODELS_DIR, host=None):
 
     @app.get("/models")
     async def models():
-        records = {folder.name: ModelRecord.load(folder) for folder in store.model_folders(models_dir)}
+        records = {folder.name: ModelRecord.load(folder) for folder in reader.model_folders(models_dir)}
         found = [{"name": name, "test_accuracy": record.test_accuracy if record else None}
                  for name, record in records.items()]
         return {"loaded": predictor.name, "models": found}

@@ -4,7 +4,6 @@
 """
 
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -12,22 +11,21 @@ import threading
 import keras
 import tensorflow as tf
 
-from mnist_lab import resume, store
-from mnist_lab.cli import counted
+from mnist_lab import resume
 from mnist_lab.data import load_mnist
-from mnist_lab.data.pipeline import check_batch_size, make_dataset, make_splits
+from mnist_lab.data.pipeline import make_dataset
+from mnist_lab.data.splits import check_batch_size, make_splits
 from mnist_lab.errors import UserError
-from mnist_lab.lock import OutputLock
 from mnist_lab.machine import native_bfloat16
+from mnist_lab.optimizers import make_optimizer
 from mnist_lab.record import ModelRecord
-from mnist_lab.schedules import OneCycle
-from models import NUM_CLASSES, REGISTRY
-
+from mnist_lab.text import counted
+from mnist_lab.writer import ModelWriter, check_free_space, check_writable_dir
+from models import NUM_CLASSES
 
 # An epoch whose mean loss is this far above guessing (ln 10 = 2.30) has diverged, even if finite:
 # a learning rate of 1e6 keeps some models' loss finite, around 1e5 to 1e20, at chance accuracy.
 DIVERGED_LOSS = 10 * math.log(NUM_CLASSES)
-EXPONENTIAL_DECAY = 0.95  # the "exponential" schedule's factor per epoch, as in Deotte's study
 
 
 class Diverged(Exception):
@@ -103,6 +101,11 @@ def bfloat16_is_native():
     return native_bfloat16()
 
 
+def fit_verbosity(verbose=None):
+    """Keras' fit verbosity: `verbose` if given, else a progress bar on a terminal and a line per epoch elsewhere."""
+    return verbose if verbose is not None else (1 if sys.stdout.isatty() else 2)
+
+
 def build_model(spec, recipe):
     """The model, under Keras' mixed bfloat16 policy when the recipe asks and the device computes
     bfloat16 natively; the global policy is restored."""
@@ -124,101 +127,74 @@ def build_and_compile(spec, recipe, steps_per_epoch):
     return model
 
 
-def make_optimizer(recipe, steps_per_epoch):
-    learning_rate = recipe.learning_rate
-    if recipe.schedule == "cosine":
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            recipe.learning_rate, decay_steps=recipe.epochs * steps_per_epoch)
-    elif recipe.schedule == "one_cycle":
-        learning_rate = OneCycle(recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch)
-    elif recipe.schedule == "exponential":
-        learning_rate = keras.optimizers.schedules.ExponentialDecay(
-            recipe.learning_rate, decay_steps=steps_per_epoch, decay_rate=EXPONENTIAL_DECAY, staircase=True)
-    if recipe.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    if recipe.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate)
-    beta_1, beta_2 = recipe.adam_betas
-    return keras.optimizers.Adam(learning_rate, beta_1=beta_1, beta_2=beta_2)
-
-
-def train(config, data=None, log=print, spec=None, **record_fields):
+def train(config, data=None, log=print, spec=None, writer=None, **record_fields):
     """Train (or resume), test once, export; return the model's record.
 
-    `data` is MNIST as loaded (None: load it now). `spec` trains a model that is not in the
-    registry (the tuned MLP) under the name `config.model`; `record_fields` go into its record.
+    `data` is MNIST as loaded (None: load it now). `spec` trains a model other than the registry's
+    (the tuned MLP); `record_fields` go into its record. `writer` is the output's writer when the
+    caller already holds it (the tuner takes it before its search).
     """
-    if spec is None and config.model not in REGISTRY:
-        raise UserError(f"--model {config.model}: unknown; choose from {', '.join(sorted(REGISTRY))}")
-    spec = spec or REGISTRY[config.model]
-    output = config.output_dir()
-    store.check_output_dir(output)
-    if config.tensorboard:
-        store.check_writable_dir(config.tensorboard, "--tensorboard")
+    spec = spec or config.spec()
     recipe = config.recipe(spec.recipe)
-    data = data or load_mnist(config.data_dir, log=log)
-    splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
-    check_batch_size(recipe.batch_size, splits)
-    store.check_replaceable(output, len(splits.x_train), recipe.epochs, config.replace)
-    # Input is checked; from here on this run writes, so it must be the only one writing here.
-    with OutputLock(output):
-        store.recover_interrupted(output.parent, log, own=output.name)
-        return _train_holding_lock(config, spec, recipe, data, splits, output, log, record_fields)
+    name = config.output_name()
+    writer = writer or ModelWriter(config.output_dir(), log)  # a bad --output fails here, before any work
+    if config.tensorboard:
+        check_writable_dir(config.tensorboard, "--tensorboard")
+    with writer:  # from here on this run is the only one writing its folder
+        data = data or load_mnist(config.data_dir, log=log)
+        splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
+        check_batch_size(recipe.batch_size, splits)
+        writer.check_replaceable(len(splits.x_train), recipe.epochs, config.replace)
+        validation = f"{len(splits.x_val)} validation" if len(splits.x_val) else "no validation (a final fit)"
+        log(f"{name}: {len(splits.x_train)} training, {validation}, {len(splits.x_test)} test images; "
+            f"{recipe.describe()}")
+        if recipe.mixed_bfloat16 and not bfloat16_is_native():
+            log(f"{name}: this device has no native bfloat16 (a GPU before Ampere, a CPU without AVX512-BF16 "
+                "or AMX), so it computes in float32, which is faster here than emulated bfloat16")
 
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
+        model = build_and_compile(spec, recipe, steps_per_epoch)  # built: BackupAndRestore needs its weights
+        check_free_space(writer.output, model.count_params())
+        train_ds = make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
+                                augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
+        val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size) if len(splits.x_val) else None
 
-def _train_holding_lock(config, spec, recipe, data, splits, output, log, record_fields):
-    validation = f"{len(splits.x_val)} validation" if len(splits.x_val) else "no validation (a final fit)"
-    log(f"{config.model}: {len(splits.x_train)} training, {validation}, {len(splits.x_test)} test images; "
-        f"{recipe.describe()}")
-    if recipe.mixed_bfloat16 and not bfloat16_is_native():
-        log(f"{config.model}: this device has no native bfloat16 (a GPU before Ampere, a CPU without AVX512-BF16 "
-            "or AMX), so it computes in float32, which is faster here than emulated bfloat16")
+        settings = {"model": name, "summary": spec.summary, "recipe": recipe.to_dict(), "seed": config.seed,
+                    "subset": config.subset, "validation_size": config.validation_size,
+                    "deterministic": config.deterministic, "data": data.fingerprint}
+        completed, history, epoch_seconds = resume.prepare_backup(writer.backup, settings, config.fresh,
+                                                                  recipe.epochs, log)
+        if completed:
+            log(f"resuming from epoch {completed} of {recipe.epochs}: an interrupted run completed "
+                f"{'it' if completed == 1 else f'epochs 1-{completed}'} (backup {writer.backup}); --fresh starts over")
+        with CtrlC() as ctrl_c:
+            callbacks = [StopOnDivergence(), *resume.backup_callbacks(writer.backup, history, epoch_seconds)]
+            if config.tensorboard:
+                callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
+                log(f"TensorBoard logs go to {config.tensorboard}; watch them with: "
+                    f"tensorboard --logdir {config.tensorboard}")
+            try:
+                model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=[*callbacks, ctrl_c],
+                          verbose=fit_verbosity(config.verbose), shuffle=False)  # train_ds shuffles itself
+            except Diverged as error:
+                raise UserError(f"training diverged: {error}; nothing was exported; try a --learning-rate below "
+                                f"{recipe.learning_rate:g} (with --fresh, as the settings change)") from None
+            # The one use of the test set: the final figure, after every choice is made.
+            test_loss, test_accuracy = model.evaluate(make_dataset(splits.x_test, splits.y_test, 1000), verbose=0)
+            ctrl_c.check()  # pressed after the last batch: still nothing is exported
 
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    steps_per_epoch = math.ceil(len(splits.x_train) / recipe.batch_size)
-    model = build_and_compile(spec, recipe, steps_per_epoch)  # built: BackupAndRestore needs its weights
-    store.check_free_space(output, model.count_params())
-    train_ds = make_dataset(splits.x_train, splits.y_train, recipe.batch_size, shuffle=True,
-                            augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
-    val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size) if len(splits.x_val) else None
+        training_seconds = sum(epoch_seconds)
+        record = ModelRecord.create(
+            name, spec, config, model, data, splits, epochs_run=len(epoch_seconds),
+            resumed_after_epoch=completed or None, training_seconds=round(training_seconds, 2),
+            seconds_per_epoch=round(training_seconds / max(1, len(epoch_seconds)), 2),
+            validation_accuracy=round(float(history["val_accuracy"][-1]), 6) if val_ds is not None else None,
+            test_accuracy=round(float(test_accuracy), 6), test_loss=round(float(test_loss), 6), **record_fields)
+        writer.write(model, record, history, epoch_seconds)
 
-    backup = resume.backup_dir(output)
-    settings = {"model": config.model, "summary": spec.summary, "recipe": recipe.to_dict(), "seed": config.seed,
-                "subset": config.subset, "validation_size": config.validation_size,
-                "deterministic": config.deterministic, "data": data.fingerprint}
-    completed, history, epoch_seconds = resume.prepare_backup(backup, settings, config.fresh, recipe.epochs, log)
-    if completed:
-        log(f"resuming from epoch {completed} of {recipe.epochs}: an interrupted run completed "
-            f"{'it' if completed == 1 else f'epochs 1-{completed}'} (backup {backup}); --fresh starts over")
-    with CtrlC() as ctrl_c:
-        callbacks = [StopOnDivergence(), *resume.backup_callbacks(backup, history, epoch_seconds)]
-        if config.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(config.tensorboard))
-            log(f"TensorBoard logs go to {config.tensorboard}; watch them with: "
-                f"tensorboard --logdir {config.tensorboard}")
-        verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
-        try:
-            model.fit(train_ds, validation_data=val_ds, epochs=recipe.epochs, callbacks=[*callbacks, ctrl_c],
-                      verbose=verbose, shuffle=False)  # train_ds shuffles itself; Keras cannot shuffle a Dataset
-        except Diverged as error:
-            raise UserError(f"training diverged: {error}; nothing was exported; try a --learning-rate below "
-                            f"{recipe.learning_rate:g} (with --fresh, as the settings change)") from None
-        # The one use of the test set: the final figure, after every choice is made.
-        test_loss, test_accuracy = model.evaluate(make_dataset(splits.x_test, splits.y_test, 1000), verbose=0)
-        ctrl_c.check()  # pressed after the last batch: still nothing is exported
-    training_seconds = sum(epoch_seconds)
-
-    record = ModelRecord.create(
-        config.model, spec, config, model, data, splits, epochs_run=len(epoch_seconds),
-        resumed_after_epoch=completed or None, training_seconds=round(training_seconds, 2),
-        seconds_per_epoch=round(training_seconds / max(1, len(epoch_seconds)), 2),
-        validation_accuracy=round(float(history["val_accuracy"][-1]), 6) if val_ds is not None else None,
-        test_accuracy=round(float(test_accuracy), 6), test_loss=round(float(test_loss), 6), **record_fields)
-    store.write_model_folder(model, output, record, history, epoch_seconds)
-    shutil.rmtree(backup, ignore_errors=True)  # only now: a kill during export still resumes
-
-    log(f"{config.model}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "
-        f"trained {training_seconds:.1f} s ({counted(len(epoch_seconds), 'epoch')}) -> {output}")
+    log(f"{name}: test accuracy {100 * test_accuracy:.2f} % on {len(splits.x_test)} images, "
+        f"trained {training_seconds:.1f} s ({counted(len(epoch_seconds), 'epoch')}) -> {writer.output}")
     return record

@@ -1,4 +1,5 @@
 """What every model shares: the input it takes and the classes it predicts."""
 
-INPUT_SHAPE = (28, 28, 1)  # greyscale digits, values in [0, 1]
+IMAGE_SIZE = 28  # MNIST digits are 28x28 pixels
+INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)  # greyscale digits, values in [0, 1]
 NUM_CLASSES = 10

@@ -12,8 +12,9 @@ import argparse
 import dataclasses
 import sys
 
-from mnist_lab.cli import ArgumentParser, positive_float, positive_int, quiet_tensorflow_import, run
-from mnist_lab.config import SCRATCH_MODEL, TrainConfig, add_run_flags
+from mnist_lab.config import SCRATCH_MODEL, TrainConfig
+from mnist_lab.flags import ArgumentParser, add_run_flags, positive_float, positive_int
+from mnist_lab.startup import quiet_tensorflow_import, run
 from models import REGISTRY
 
 NAME = SCRATCH_MODEL
@@ -23,7 +24,7 @@ SPEC = dataclasses.replace(
 
 def scratch_config(**flags):
     """A TrainConfig for the NumPy net: simple_cnn's recipe, and these flags."""
-    return TrainConfig(model=NAME, **flags)
+    return TrainConfig(model="simple_cnn", name=NAME, **flags)
 
 
 def parse_args(argv=None):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from mnist_lab.cli import quiet_tensorflow_import
+from mnist_lab.startup import quiet_tensorflow_import
 
 ROOT = Path(__file__).resolve().parents[1]
 

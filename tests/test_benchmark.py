@@ -83,7 +83,7 @@ def test_the_unsure_flag_is_scored_by_precision_and_recall():
 @pytest.mark.slow
 def test_photos_benchmark_writes_its_tables(real_mnist_dir, tmp_path, capsys):
     from benchmarks import photos
-    from mnist_lab.store import export_savedmodel
+    from mnist_lab.writer import export_savedmodel
     from models import REGISTRY
 
     export_savedmodel(REGISTRY["simple_cnn"].build(), tmp_path / "models" / "simple_cnn")
@@ -215,7 +215,7 @@ def test_a_screen_run_appends_its_row(real_mnist, tmp_path, capsys, change, para
 def test_a_model_trained_on_the_split_joins_the_screen_as_a_run(real_mnist, tmp_path, capsys):
     from mnist_lab.config import TrainConfig
     from mnist_lab.data import load_mnist
-    from mnist_lab.store import SavedModelClassifier
+    from mnist_lab.reader import SavedModelClassifier
     from mnist_lab.training import train
     from tests.conftest import write_idx_dataset
 

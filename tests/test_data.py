@@ -364,8 +364,8 @@ def test_headers_claiming_too_much_are_one_line_errors_in_bounded_memory(tmp_pat
     """Through `python -m mnist_lab.data --data-dir`'s main() and the `run()` every entry point uses."""
     import tracemalloc
 
-    from mnist_lab.cli import run
     from mnist_lab.data import __main__ as data_cli
+    from mnist_lab.startup import run
 
     name, write, expected = UNBOUNDED_INPUTS[case]
     folder = write_idx_dataset(tmp_path / "data", synthetic_arrays)

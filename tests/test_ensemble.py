@@ -11,7 +11,7 @@ import train as train_cli
 from mnist_lab import ensemble, training
 from mnist_lab.config import TrainConfig
 from mnist_lab.evaluation import TTA_SHIFTS, EvalConfig, evaluate, shift, tta_probabilities
-from mnist_lab.store import SavedModelClassifier
+from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.training import train
 
 

@@ -158,7 +158,7 @@ def client(tmp_path_factory):
     from fastapi.testclient import TestClient
 
     from mnist_lab.serving import create_app
-    from mnist_lab.store import export_savedmodel
+    from mnist_lab.writer import export_savedmodel
 
     inputs = keras.Input((28, 28, 1))
     outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))

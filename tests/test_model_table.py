@@ -3,9 +3,9 @@ replaces exactly what lies between the README's markers."""
 
 import pytest
 
-from mnist_lab import model_table
-from mnist_lab.cli import run
+from benchmarks import model_table
 from mnist_lab.record import ModelRecord
+from mnist_lab.startup import run
 
 CNN = {"model": "cnn", "summary": "the classic CNN", "parameters": 225034, "epochs_run": 5,
        "seconds_per_epoch": 7.4, "training_seconds": 37.2, "source": "reference 003: ~98.9 %",
@@ -96,8 +96,8 @@ def test_the_table_has_a_row_for_each_folder_the_plan_trains_and_no_other():
     ("simple_cnn_scratch_subset1000", "simple_cnn_scratch"),
 ])
 def test_a_row_finds_its_words_under_a_quick_or_final_fit_folder_name(folder, name):
-    from mnist_lab.config import row_name
-    assert row_name(folder) == name
+    from mnist_lab.config import folder_parts
+    assert folder_parts(folder)[0] == name
 
 
 @pytest.mark.parametrize("folder, hint", [

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist_lab.config import VALIDATION_SIZE
-from mnist_lab.photos import LIGHTINGS, SIDES, photo_set, render_photo
+from benchmarks.photo_sets import LIGHTINGS, SIDES, photo_set, render_photo
 from mnist_lab.preprocess import prepare_digit
 
 PHOTOS_PER_LIGHTING = 50

@@ -8,8 +8,8 @@ from scipy import ndimage
 
 from mnist_lab.data import Mnist
 from mnist_lab.data.geometry import sample_bilinear
-from mnist_lab.data.pipeline import (change_thickness, dilate, erode, gaussian_blur, make_dataset, make_splits,
-                                     to_model_input)
+from mnist_lab.data.pipeline import change_thickness, dilate, erode, gaussian_blur, make_dataset
+from mnist_lab.data.splits import make_splits, to_model_input
 from mnist_lab.errors import UserError
 
 
@@ -185,6 +185,8 @@ def test_blur_is_a_gaussian():
     assert blurred.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_an_unknown_augmentation_is_refused(data):
+def test_an_unknown_augmentation_is_refused_by_the_recipe_that_names_it():
+    from models import Recipe
+
     with pytest.raises(TypeError, match="augment='elastic'"):
-        make_dataset(data.x_test, data.y_test, 10, augment="elastic")
+        Recipe(epochs=1, batch_size=8, augment="elastic")

@@ -27,12 +27,12 @@ from PIL import Image
 from scipy import ndimage
 
 from mnist_lab import preprocess
-from mnist_lab.cli import free_port
-from mnist_lab.data.pipeline import to_model_input
+from mnist_lab.data.splits import to_model_input
+from mnist_lab.flags import free_port
 from mnist_lab.predictor import PREFERRED_MODEL, UNSURE_BELOW, Prediction, choose_model, unsure_reason
 from mnist_lab.preprocess import ImageError, ImageTooLarge, prepare_bytes
+from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.serving import DECODERS
-from mnist_lab.store import SavedModelClassifier
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "reports" / "test_artifacts"
@@ -76,7 +76,7 @@ def constant_models(tmp_path_factory):
     digit, `sure` answers 3 with probability 0.9996."""
     import keras
 
-    from mnist_lab.store import export_savedmodel
+    from mnist_lab.writer import export_savedmodel
 
     models = tmp_path_factory.mktemp("constant_models")
     for name, bias in [("undecided", np.zeros(10)), ("sure", np.eye(10)[3] * 10)]:
@@ -386,7 +386,7 @@ def diverged_model(tmp_path):
     """A models folder holding a SavedModel that answers NaN for every image, as a diverged run would."""
     import keras
 
-    from mnist_lab.store import export_savedmodel
+    from mnist_lab.writer import export_savedmodel
 
     inputs = keras.Input((28, 28, 1))
     logits = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
@@ -813,7 +813,7 @@ def test_a_form_is_read_whatever_the_case_of_its_type_and_with_an_rfc_5987_file_
     from fastapi.testclient import TestClient
 
     from mnist_lab.serving import create_app
-    from mnist_lab.store import export_savedmodel
+    from mnist_lab.writer import export_savedmodel
     from models import REGISTRY
 
     model = REGISTRY["simple_cnn"].build()

@@ -16,9 +16,9 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_lab.cli import run
 from mnist_lab.evaluation import EvalConfig, evaluate
-from mnist_lab.store import SavedModelClassifier
+from mnist_lab.reader import SavedModelClassifier
+from mnist_lab.startup import run
 from tests.conftest import ROOT, synthetic_digits, write_idx_dataset
 
 pytestmark = pytest.mark.slow  # real processes, real kills, real timing

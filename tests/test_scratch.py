@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_lab.store import SavedModelClassifier
+from mnist_lab.reader import SavedModelClassifier
 from models import REGISTRY
 from scratch import layers, network
 from scratch.train import scratch_config
@@ -134,7 +134,7 @@ def test_softmax_cross_entropy_is_stable_for_large_scores():
 
 
 def test_scratch_training_exports_a_model_evaluate_can_load(tmp_path, synthetic_dir, synthetic_arrays):
-    from mnist_lab.data.pipeline import to_model_input
+    from mnist_lab.data.splits import to_model_input
 
     output = tmp_path / "models" / "simple_cnn_scratch"
     record = train_scratch(scratch_config(epochs=2, data_dir=str(synthetic_dir), validation_size=200,

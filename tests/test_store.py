@@ -10,10 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from mnist_lab import store
 from mnist_lab.config import TrainConfig
 from mnist_lab.errors import UserError
-from mnist_lab.lock import OutputLock, is_locked
+from mnist_lab.writer import FolderLock, ModelWriter, is_locked
 from mnist_lab.record import ModelRecord
 from models import REGISTRY
 from tests.conftest import ROOT
@@ -89,15 +88,15 @@ def test_a_record_round_trips_and_leaves_out_what_it_lacks(tmp_path):
 
 def test_the_lock_refuses_a_second_writer_and_leaves_no_file(tmp_path):
     output = tmp_path / "models" / "cnn"
-    with OutputLock(output):
+    with FolderLock(output):
         assert is_locked(output)
         assert f"pid {os.getpid()}" in (tmp_path / "models" / ".cnn.lock").read_text()
         with pytest.raises(UserError, match=f"is being written by another run \\(pid {os.getpid()}"):
-            with OutputLock(output):
+            with FolderLock(output):
                 pass
     assert not is_locked(output)
     assert list((tmp_path / "models").iterdir()) == []
-    with OutputLock(output):  # and it can be taken again
+    with FolderLock(output):  # and it can be taken again
         pass
 
 
@@ -161,8 +160,8 @@ def test_a_tuned_mlp_exported_before_records_had_arguments_is_still_recognised(t
            "recipe": spec.recipe.to_dict(), "hyperparameters": values,
            "build_mlp_arguments": {key: value for key, value in as_json(spec.arguments).items() if key != "name"}}
     record = ModelRecord.load(write(tmp_path / "mlp_tuned", old))
-    assert record.matches(TrainConfig(model="mlp_tuned"), spec, Data())
-    assert not record.matches(TrainConfig(model="mlp_tuned"), tuned_spec({**values, "units_2": 256}, 30), Data())
+    assert record.matches(TrainConfig(model="mlp", name="mlp_tuned"), spec, Data())
+    assert not record.matches(TrainConfig(model="mlp", name="mlp_tuned"), tuned_spec({**values, "units_2": 256}, 30), Data())
 
 
 def test_a_smoke_run_gets_folders_of_its_own():
@@ -188,11 +187,11 @@ def test_a_run_never_replaces_a_model_trained_on_more_images_or_epochs_unless_to
     for images, epochs in ((500, 5), (50000, 1)):
         with pytest.raises(UserError, match=r"holds cnn trained on 50000 images for 5 epochs, test accuracy 99.05 %; "
                                             rf"this run would replace it with {images} images and {epochs} epoch"):
-            store.check_replaceable(folder, images, epochs)
-        store.check_replaceable(folder, images, epochs, replace=True)
-    store.check_replaceable(folder, 50000, 5)
-    store.check_replaceable(folder, 60000, 30)
-    store.check_replaceable(tmp_path / "nothing_there", 1, 1)
+            ModelWriter(folder).check_replaceable(images, epochs)
+        ModelWriter(folder).check_replaceable(images, epochs, replace=True)
+    ModelWriter(folder).check_replaceable(50000, 5)
+    ModelWriter(folder).check_replaceable(60000, 30)
+    ModelWriter(tmp_path / "nothing_there").check_replaceable(1, 1)
 
 
 def test_predict_and_serve_choose_only_among_models_tested_on_the_full_test_set(tmp_path):

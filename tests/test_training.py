@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mnist_lab import store
+from mnist_lab import reader
 from mnist_lab.config import TrainConfig
-from mnist_lab.data.pipeline import to_model_input
+from mnist_lab.data.splits import to_model_input
 from mnist_lab.errors import UserError
 from mnist_lab.evaluation import EvalConfig, evaluate
+from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.record import ModelRecord
-from mnist_lab.store import SavedModelClassifier
 from mnist_lab.training import train
+from mnist_lab.writer import ModelWriter
 
 
 def quiet(*_):
@@ -146,13 +147,14 @@ def test_a_swap_cut_short_is_left_alone_by_readers_and_undone_by_the_next_writer
     (folder.parent / ".cnn.tmp-1").mkdir()  # a dead run's half-written staging folder
     (folder.parent / "mlp").mkdir()  # something else to evaluate, so the reader has work
     leftovers = sorted(p.name for p in folder.parent.iterdir())
-    assert store.model_folders(folder.parent) == []
+    assert reader.model_folders(folder.parent) == []
     config = EvalConfig(models_dir=str(folder.parent), data_dir=str(synthetic_dir), reports_dir=str(tmp_path / "r"))
     rows, failures = evaluate(config, log=quiet)
     assert rows == [] and len(failures) == 1 and "mlp" in failures[0]
     assert sorted(p.name for p in folder.parent.iterdir()) == leftovers, "a reader changes nothing"
 
-    store.recover_interrupted(folder.parent, log=quiet)  # what every writer does first, holding its own lock
+    with ModelWriter(folder, log=quiet):  # what every writer does first, holding its own lock
+        pass
     assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn", "mlp"]
     assert json.loads((folder / "metadata.json").read_text())["created"] == first.created
 
@@ -255,7 +257,7 @@ def test_on_a_gpu_bfloat16_follows_its_compute_capability_not_the_cpu(monkeypatc
 
 
 def test_one_cycle_rises_then_falls_to_zero():
-    from mnist_lab.schedules import OneCycle
+    from mnist_lab.optimizers import OneCycle
 
     schedule = OneCycle(0.01, total_steps=100)
     rates = [float(schedule(step)) for step in (0, 15, 30, 65, 100)]
@@ -265,7 +267,7 @@ def test_one_cycle_rises_then_falls_to_zero():
 
 
 def test_the_exponential_schedule_falls_by_0_95_an_epoch():
-    from mnist_lab.training import make_optimizer
+    from mnist_lab.optimizers import make_optimizer
     from models import Recipe
 
     optimizer = make_optimizer(Recipe(epochs=30, batch_size=8, schedule="exponential"), steps_per_epoch=10)

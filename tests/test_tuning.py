@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from mnist_lab.cli import run
 from mnist_lab.evaluation import EvalConfig, evaluate
-from mnist_lab.store import SavedModelClassifier
+from mnist_lab.reader import SavedModelClassifier
+from mnist_lab.startup import run
 from mnist_lab.tuning import SearchConfig, report, space
 from mnist_lab.tuning.roles import Role
 from mnist_lab.tuning.search import load_splits, make_tuner

@@ -10,7 +10,7 @@
 
 import sys
 
-from mnist_lab.cli import run
+from mnist_lab.startup import run
 from mnist_lab.tuning.__main__ import main
 
 if __name__ == "__main__":

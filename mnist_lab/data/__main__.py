@@ -2,8 +2,9 @@
 
 import sys
 
-from mnist_lab.cli import ArgumentParser, quiet_tensorflow_import, run
 from mnist_lab.data.sources import load_mnist
+from mnist_lab.flags import ArgumentParser
+from mnist_lab.startup import quiet_tensorflow_import, run
 
 
 def main(argv=None):

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from mnist_lab.errors import DataError, first_line
+from models.common import IMAGE_SIZE, NUM_CLASSES
 
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 IDX_UBYTE = 0x08
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension

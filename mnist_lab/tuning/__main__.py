@@ -19,8 +19,8 @@ import argparse
 import sys
 
 from mnist_lab import tuning
-from mnist_lab.cli import ArgumentParser, non_negative_int, port_number, positive_int, quiet_tensorflow_import, run
-from mnist_lab.config import add_run_flags
+from mnist_lab.flags import ArgumentParser, add_run_flags, non_negative_int, port_number, positive_int
+from mnist_lab.startup import quiet_tensorflow_import, run
 
 
 def parse_args(argv=None):

@@ -16,10 +16,9 @@ import numpy as np
 from scipy import stats
 
 from mnist_lab import plots
-from mnist_lab.record import write_json
+from mnist_lab.text import write_json
 from mnist_lab.tuning import OBJECTIVE, SECONDS_FILE
 from mnist_lab.tuning.space import describe, search_values
-
 
 INFLUENCE_MIN_TRIALS = 15  # fewer finished trials cannot tell a hyperparameter's effect from chance
 

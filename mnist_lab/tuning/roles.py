@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from mnist_lab.cli import check_port_free, free_port
 from mnist_lab.errors import UserError
+from mnist_lab.flags import check_port_free, free_port
 
 TUNER_ID_ENV, ORACLE_IP_ENV, ORACLE_PORT_ENV = "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT"
 SUPERVISED_ENV = "MNIST_LAB_SUPERVISED"  # set for a chief started by --workers: its parent reports

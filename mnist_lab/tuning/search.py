@@ -19,16 +19,16 @@ from keras_tuner.src import utils as keras_tuner_utils
 
 from mnist_lab.config import TrainConfig
 from mnist_lab.data import load_mnist
-from mnist_lab.data.pipeline import check_batch_size, make_splits
+from mnist_lab.data.splits import check_batch_size, make_splits
 from mnist_lab.errors import UserError, first_line
-from mnist_lab.record import ModelRecord, write_json
-from mnist_lab.lock import OutputLock
-from mnist_lab.store import check_output_dir, check_replaceable, check_writable_dir
-from mnist_lab.training import train
+from mnist_lab.reader import trained_as
+from mnist_lab.text import write_json
+from mnist_lab.training import fit_verbosity, train
 from mnist_lab.tuning import HYPERBAND_FACTOR, MODEL_NAME, OBJECTIVE, SEARCH_FILE
 from mnist_lab.tuning.report import ReportingTuner, write_report
 from mnist_lab.tuning.roles import Role, supervise
 from mnist_lab.tuning.space import BATCH_SIZE, SCHEDULE, MlpHyperModel, describe, space_config, tuned_spec
+from mnist_lab.writer import FolderLock, ModelWriter, check_writable_dir
 
 
 class ReportingBayesianOptimization(ReportingTuner, keras_tuner.BayesianOptimization):
@@ -130,7 +130,7 @@ def check_settings(config, settings):
 
 
 def prepare_state(config, data, log):
-    """Check the project folder against this search (check_folders proved it writable); --fresh discards it first."""
+    """Check the project folder against this search (search() proved it writable); --fresh discards it first."""
     settings = search_settings(config, data)
     if config.fresh and config.project_dir.exists():
         log(f"--fresh: discarding the search in {config.project_dir}")
@@ -149,17 +149,9 @@ def load_splits(config, log):
     return data, splits
 
 
-def check_folders(config):
-    """Prove now, not after the search, that the state, the reports and the model can be written."""
-    check_writable_dir(config.directory, "--directory")
-    check_writable_dir(config.reports_dir, "--reports-dir")
-    check_output_dir(config.output_dir())
-
-
 def run_trials(config, splits, role):
     """This process's part of the search: all of it, or a chief's or a worker's share."""
-    verbose = config.verbose if config.verbose is not None else (1 if os.isatty(1) else 2)
-    tuner = make_tuner(config, MlpHyperModel(splits, config.epochs, config.seed, verbose), role)
+    tuner = make_tuner(config, MlpHyperModel(splits, config.epochs, config.seed, fit_verbosity(config.verbose)), role)
     if not role.is_worker and tuner.oracle.trials:  # a worker's oracle is the chief's, over gRPC
         done = sum(trial.status == "COMPLETED" for trial in tuner.oracle.trials.values())
         print(f"resuming the search in {config.project_dir}: {done} of {len(tuner.oracle.trials)} trials "
@@ -168,8 +160,9 @@ def run_trials(config, splits, role):
     return tuner
 
 
-def finish(config, data, splits, search_seconds, role, log):
-    """Report every trial, retrain the best values on the training split, test once, export.
+def finish(config, data, splits, search_seconds, role, writer, log):
+    """Report every trial, retrain the best values on the training split, test once, export through
+    `writer`, the output's writer that the search holds.
 
     Returns the exported model's record.
     """
@@ -185,17 +178,16 @@ def finish(config, data, splits, search_seconds, role, log):
         f"for {config.final_epochs} epoch(s) on the training split")
     # fresh: a retrain killed midway starts over (minutes), rather than refusing a backup made for
     # other values with advice (--fresh) that would discard the search itself.
-    train_config = TrainConfig(model=MODEL_NAME, seed=config.seed, data_dir=config.data_dir,
+    train_config = TrainConfig(model="mlp", name=MODEL_NAME, seed=config.seed, data_dir=config.data_dir,
                                output=str(config.output_dir()), subset=config.subset,
                                validation_size=config.validation_size, verbose=config.verbose, fresh=True,
                                replace=config.replace)
     spec = tuned_spec(values, config.final_epochs)
-    output = train_config.output_dir()
     # The spec's arguments carry the layer sizes and its recipe the rest of the values: `matches`
     # compares them all.
-    exported = ModelRecord.load(output) if (output / "saved_model.pb").is_file() else None
-    if exported and exported.matches(train_config, spec, data):
-        log(f"{output} already holds these values retrained for {config.final_epochs} epochs "
+    exported = trained_as(writer.output, train_config, spec, data)
+    if exported:
+        log(f"{writer.output} already holds these values retrained for {config.final_epochs} epochs "
             f"(test accuracy {100 * exported.test_accuracy:.2f} %); nothing to retrain")
         return exported
     search_record = {"tuner": config.tuner, "trials": len(rows), "completed_trials": len(completed),
@@ -204,7 +196,7 @@ def finish(config, data, splits, search_seconds, role, log):
                      "trial_seconds_total": round(sum(row["seconds"] or 0 for row in rows), 1),
                      "search_seconds_this_run": round(search_seconds, 1),
                      "project": str(config.project_dir)}
-    return train(train_config, data, log, spec=spec, hyperparameters=values, search=search_record)
+    return train(train_config, data, log, spec=spec, writer=writer, hyperparameters=values, search=search_record)
 
 
 def search(config, log=print, argv=None):
@@ -219,17 +211,22 @@ def search(config, log=print, argv=None):
     role = Role.from_environment()
     if role.supervises(config) and argv is None:
         raise ValueError("search(config) with workers needs argv, the flags to start the chief and workers with")
-    check_folders(config)
+    # Prove now, not after the search, that the state, the reports and the model can be written.
+    check_writable_dir(config.directory, "--directory")
+    check_writable_dir(config.reports_dir, "--reports-dir")
+    writer = ModelWriter(config.output_dir(), log) if role.finishes else None
     role.check_port(config)  # before --fresh discards anything
-    data, splits = load_splits(config, log)
     if not role.finishes:
+        data, splits = load_splits(config, log)
         if (config.project_dir / SEARCH_FILE).is_file():  # a worker sharing the chief's folder: same search?
             check_settings(config, search_settings(config, data))
         with state_written_whole():
             run_trials(config, splits, role)
         return None
-    check_replaceable(config.output_dir(), len(splits.x_train), config.final_epochs, config.replace)  # not after it
-    with OutputLock(config.project_dir, flag="--project-name"), state_written_whole():
+    # The model's writer first, for the whole search: a second writer of it is refused now, not after every trial.
+    with writer, FolderLock(config.project_dir, flag="--project-name"), state_written_whole():
+        data, splits = load_splits(config, log)
+        writer.check_replaceable(len(splits.x_train), config.final_epochs, config.replace)
         prepare_state(config, data, log)
         start = time.perf_counter()
         if role.supervises(config):
@@ -238,4 +235,4 @@ def search(config, log=print, argv=None):
             run_trials(config, splits, role)
         seconds = time.perf_counter() - start
         log(f"search: {seconds:.0f} s in this run")
-        return finish(config, data, splits, seconds, role, log)
+        return finish(config, data, splits, seconds, role, writer, log)

@@ -9,8 +9,8 @@ training images, see mnist_lab/data/pipeline.py make_splits). Never render the t
 choice made on photos would then be made on the test set.
 
     from mnist_lab.data import load_mnist
-    from mnist_lab.data.pipeline import make_splits
-    from mnist_lab.photos import photo_set
+    from mnist_lab.data.splits import make_splits
+    from benchmarks.photo_sets import photo_set
     splits = make_splits(load_mnist())
     photos, labels = photo_set(splits.x_val[:1000], splits.y_val[:1000], seed=0, lighting="mixed")
     # photos: a list of uint8 (height, width, 3) RGB arrays, 96 to 200 pixels a side;
