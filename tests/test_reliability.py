@@ -40,17 +40,17 @@ def train_command(data_dir, output, *extra):
             "--validation-size", "1000", "--output", str(output), *map(str, extra)]
 
 
-def start(command, env_home):
+def start(command, env_home, cwd=ROOT):
     env = dict(os.environ, KERAS_HOME=str(env_home))
     # As from a terminal, even when the tests themselves run as a background job, whose children
     # inherit an ignored SIGINT (and a Ctrl-C would then rightly be ignored).
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def finish(command, env_home):
+def finish(command, env_home, cwd=ROOT):
     env = dict(os.environ, KERAS_HOME=str(env_home))
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def wait_for(condition, process, timeout=120, interval=0.01):
@@ -156,20 +156,54 @@ def test_a_diverging_loss_stops_at_once_and_keeps_the_good_model(tmp_path, synth
     assert (output / "metadata.json").read_text() == good
 
 
-def test_a_second_run_on_the_same_folder_is_refused(tmp_path, larger_synthetic_dir):
-    output = tmp_path / "models" / "cnn"
+def writer_command(writer, data_dir, output, tmp_path, *extra):
+    """A command line that writes `output`: each of the four writers, on the synthetic digits."""
+    data = ["--data-dir", str(data_dir), "--validation-size", "1000", "--output", str(output), *map(str, extra)]
+    if writer == "train":
+        return [str(ROOT / "train.py"), "--model", "cnn", *data]
+    if writer == "ensemble":
+        return [str(ROOT / "train.py"), "--model", "cnn", "--ensemble", "2", *data]
+    if writer == "scratch":
+        return ["-m", "scratch.train", *data]
+    return [str(ROOT / "tuning" / "search_mlp.py"), "--max-trials", "2", "--directory", str(tmp_path / "tuner"),
+            "--reports-dir", str(tmp_path / "reports"), *data]
+
+
+def main_of(command):
+    """The main() of a writer_command's command, to run it in this process."""
+    import train as train_cli
+    from scratch import train as scratch_cli
+    from tuning import search_mlp as search_cli
+
+    return {"train.py": train_cli.main, "scratch.train": scratch_cli.main, "search_mlp.py": search_cli.main}[
+        os.path.basename(command[1] if command[0] == "-m" else command[0])]
+
+
+# Each writer takes its lock before it loads any data, so every other writer is refused at once; the
+# search before its first trial, not after them all at its final fit. The first writer is a real
+# process; the others run in this one, as the lock is the kernel's either way.
+@pytest.mark.parametrize("first_writer", ["train", "ensemble", "scratch", "search"])
+def test_every_other_writer_of_the_same_folder_is_refused_before_any_work(tmp_path, larger_synthetic_dir,
+                                                                          first_writer, monkeypatch, capsys):
+    output = tmp_path / "out" / "cnn"
     lock = output.parent / ".cnn.lock"
-    first = start(train_command(larger_synthetic_dir, output, "--epochs", 50), tmp_path / "keras")
+    monkeypatch.chdir(tmp_path)  # an ensemble's members go to ./saved_models/members/
+    first = start([sys.executable, *writer_command(first_writer, larger_synthetic_dir, output, tmp_path, "--epochs",
+                                                   50)], tmp_path / "keras", cwd=tmp_path)
     try:
         wait_for(lambda: lock.is_file() and f"pid {first.pid}" in lock.read_text(), first)
-        second = finish(train_command(larger_synthetic_dir, output, "--epochs", 1), tmp_path / "keras")
-        assert second.returncode == 2 and "Traceback" not in second.stderr
-        (line,) = second.stderr.strip().splitlines()
-        assert f"is being written by another run (pid {first.pid}" in line and "--epochs 50" in line
+        for second_writer in ("train", "ensemble", "scratch", "search"):
+            command = writer_command(second_writer, larger_synthetic_dir, output, tmp_path, "--epochs", 1)
+            assert run(lambda: main_of(command)(command[2 if command[0] == "-m" else 1:])) == 2, second_writer
+            out, err = capsys.readouterr()
+            (line,) = err.strip().splitlines()
+            assert f"is being written by another run (pid {first.pid}" in line and "--epochs 50" in line, line
+            assert "trial" not in out and "training" not in out, "refused before any work"
     finally:
         first.kill()
         first.wait()
-    assert not output.exists()
+    assert not output.exists() and not (tmp_path / "tuner" / "mlp").exists()
+    assert not (tmp_path / "saved_models").exists() or first_writer == "ensemble"
 
 
 @pytest.mark.parametrize("damage", ["missing variables", "empty variables index", "empty saved_model.pb"])
