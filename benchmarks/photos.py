@@ -4,7 +4,7 @@
     python benchmarks/photos.py --model cnn robust_cnn --per-lighting 2000 --seed 0
 
 Renders the first N MNIST validation digits (the last 10000 training images: never the test set, so
-every choice made on these figures is made on validation data) as photos with mnist_lab/photos.py,
+every choice made on these figures is made on validation data) as photos with benchmarks/photo_sets.py,
 once per lighting (plain paper, a shadow, a light gradient; the same page under each light), and
 prepares each as predict.py and serve.py do (mnist_lab/preprocess.py). For each model it measures
 the accuracy per lighting, beside its accuracy on the 10000 MNIST validation digits themselves; a

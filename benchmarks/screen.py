@@ -9,10 +9,11 @@
 
 Made for the GPU machine a session is sometimes lent. It has JAX but no TensorFlow, and no
 TensorFlow wheel fits in what travels there, so train.py cannot run on it. This replays the recipe
-with Keras alone: the registry's deep_cnn recipe (epochs, batch, Adam, cosine decay), the project's
-builder, and pipeline.py's augmentation (rotation, then shift, then zoom, each one bilinear
-resampling with a black outside). The augmentation is written with gathers because Keras' own
-random image layers take 0.4 s a batch on JAX's GPU backend, 140 times the network's step.
+with Keras alone and the package's own parts: the registry's deep_cnn recipe, its builder, the
+split and scaling (mnist_lab/data/splits.py), the optimizer factory (mnist_lab/optimizers.py) and
+the augmentation that train.py's pipeline runs (mnist_lab/data/geometry.py's random_warp), here
+inside the model. On JAX that layer warps with gathers, because Keras' own image transform takes
+0.4 s a batch on JAX's GPU backend, 140 times the network's step.
 
 Only training images are read; the last 10000 are validation, as in train.py. `--train-npz` is a
 file of them alone (arrays `x`, `y`), so the test set need not travel. Each run appends one JSON
@@ -35,14 +36,14 @@ import numpy as np
 
 from mnist_lab.config import VALIDATION_SIZE
 from mnist_lab.data.geometry import (
-    ELASTIC_GRID,
     ELASTIC_PIXELS,
     ROTATION_DEGREES,
     SHIFT_FRACTION,
     WIDE_ROTATION_DEGREES,
     WIDE_ZOOM_FRACTION,
     ZOOM_FRACTION,
-    sample_bilinear,
+    random_warp,
+    warp,
 )
 from mnist_lab.data.splits import make_splits, to_model_input
 from mnist_lab.errors import UserError
@@ -81,57 +82,6 @@ VIEW_SETS = {
 }
 
 
-def warp(images, radians, dy, dx, scale, field=None):
-    """Each image rotated by `radians`, then shifted by `dy`, `dx` pixels, then zoomed out by `scale`
-    (sampled `scale` times as far from the centre), each step one bilinear resampling as Keras' layers
-    do it. The four are per image, shape (B,). `field` (B, H, W, 2), if given, moves where the last
-    step reads each pixel by that many rows and columns (an elastic distortion)."""
-    from keras import ops
-
-    middle = (images.shape[1] - 1) / 2
-    grid = np.arange(images.shape[1], dtype="float32") - middle
-    y, x = (axis[None] for axis in np.meshgrid(grid, grid, indexing="ij"))
-    radians, dy, dx, scale = (ops.reshape(value, (-1, 1, 1)) for value in (radians, dy, dx, scale))
-    cos, sin = ops.cos(radians), ops.sin(radians)
-    images = sample_bilinear(images, cos * y - sin * x + middle, sin * y + cos * x + middle)
-    images = sample_bilinear(images, y + middle - dy, x + middle - dx)
-    rows, cols = y * scale + middle, x * scale + middle
-    if field is not None:
-        rows, cols = rows + field[..., 0], cols + field[..., 1]
-    return sample_bilinear(images, rows, cols)
-
-
-def make_distort_layer(degrees, shift, zoom, seed, elastic=0.0):
-    """A layer that warps each image by a random rotation within +-`degrees`, shift within +-`shift` of
-    its size and zoom within 1 +- `zoom` while training (pipeline.py's ranges), and passes it through
-    otherwise. `elastic` > 0 adds pipeline.py's handwriting displacement: a random field on a coarse
-    grid, smoothly resized, of strength drawn per image from 0 to twice `elastic` pixels. Built here so
-    that Keras is imported only once flags are checked."""
-    import keras
-    from keras import ops
-
-    class Distort(keras.layers.Layer):
-        def __init__(self):
-            super().__init__(name="distort")
-            self.generator = keras.random.SeedGenerator(seed)
-
-        def call(self, images, training=False):
-            if not training:
-                return images
-            size = images.shape[1]
-            count = ops.shape(images)[0]
-            draw = keras.random.uniform((count, 4), -1.0, 1.0, seed=self.generator)
-            field = None
-            if elastic:
-                coarse = keras.random.normal((count, ELASTIC_GRID, ELASTIC_GRID, 2), seed=self.generator)
-                strength = keras.random.uniform((count, 1, 1, 1), 0.0, 2 * elastic, seed=self.generator)
-                field = ops.image.resize(coarse, (size, size), interpolation="bicubic") * strength
-            return warp(images, draw[:, 0] * np.radians(degrees), draw[:, 1] * shift * size,
-                        draw[:, 2] * shift * size, 1 + draw[:, 3] * zoom, field)
-
-    return Distort()
-
-
 def training_rows(count, fraction, seed):
     """The rows of the `count` training images a run trains on: all of them, or for bagging its own
     random `fraction` of them, drawn by its seed. In order, so that a run without bagging is unchanged."""
@@ -161,8 +111,8 @@ def screen(change, seed, x_train, y_train, epochs=None, validation_size=VALIDATI
     x_val, y_val = to_model_input(splits.x_val), keras.utils.to_categorical(splits.y_val, 10)
     net = build_deep_cnn(width=settings["width"])
     inputs = keras.Input(net.input_shape[1:])
-    distorted = make_distort_layer(settings["rotation"], SHIFT_FRACTION, settings["zoom"], seed,
-                                   settings["elastic"])(inputs)
+    distorted = random_warp(settings["rotation"], SHIFT_FRACTION, settings["zoom"], seed,
+                            settings["elastic"])(inputs)
     if settings["erase"]:
         distorted = keras.layers.RandomErasing(settings["erase"], scale=(0.02, 0.15), fill_value=0.0,
                                                value_range=(0, 1), seed=seed + 3)(distorted)

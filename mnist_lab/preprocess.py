@@ -8,7 +8,7 @@ and taken out, so shadows, gradients and vignetting are not ink -> contrast stre
 the digit (its marks near each other, not specks or smudges at the edge) -> longer side scaled to
 20 pixels -> centre of mass placed at the centre of a 28x28 field.
 `python predict.py` and `python serve.py` both use it. Whatever the bytes, the result is that
-(28, 28) input or an ImageError, one line saying what is wrong. mnist_lab/photos.py renders the
+(28, 28) input or an ImageError, one line saying what is wrong. benchmarks/photo_sets.py renders the
 photos (pens, papers, shadows) that tests/test_photos.py holds it to.
 """
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from benchmarks import screen, speed
+from mnist_lab.data.geometry import random_warp, warp
 from mnist_lab.errors import UserError
 from mnist_lab.machine import SPEED_FLAGS
-from models import REGISTRY
 
 
 def test_flop_count_of_a_tiny_model_equals_the_hand_count():
@@ -116,29 +116,6 @@ def test_the_profile_sorts_ops_into_kinds_by_their_names():
     assert kind_of("StatefulPartitionedCall/cnn_1/flatten_1/Reshape:Reshape") == "other ops"
 
 
-def test_the_screen_distorts_as_the_pipeline_does():
-    images = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
-
-    def each(value):
-        return np.full(2, value, "float32")
-
-    # Each step of the warp equals the Keras layer that pipeline.py uses, with its range pinned to one value.
-    for warped, layer in [
-        (screen.warp(images, each(np.radians(10)), each(0), each(0), each(1)),
-         keras.layers.RandomRotation((-10 / 360, -10 / 360), fill_mode="constant")),
-        (screen.warp(images, each(0), each(2.8), each(-2.8), each(1)),
-         keras.layers.RandomTranslation((0.1, 0.1), (-0.1, -0.1), fill_mode="constant")),
-        (screen.warp(images, each(0), each(0), each(0), each(1.1)),
-         keras.layers.RandomZoom((0.1, 0.1), fill_mode="constant")),
-    ]:
-        np.testing.assert_allclose(warped, layer(images, training=True), atol=1e-5)
-    distort = screen.make_distort_layer(10, 0.1, 0.1, seed=1)
-    recipe = REGISTRY["deep_cnn"].recipe  # what the screen replays: Adam, cosine decay, these distortions
-    assert (recipe.optimizer, recipe.schedule, recipe.augment) == ("adam", "cosine", True)
-    assert np.abs(np.asarray(distort(images, training=True)) - images).max() > 0.5
-    np.testing.assert_array_equal(distort(images, training=False), images)
-
-
 def test_the_screens_elastic_field_and_test_time_views_move_where_each_pixel_is_read_from():
     from mnist_lab.evaluation import TTA_SHIFTS, shift
 
@@ -146,13 +123,13 @@ def test_the_screens_elastic_field_and_test_time_views_move_where_each_pixel_is_
     still, one = np.zeros(2, "float32"), np.ones(2, "float32")
     down_a_row = np.zeros((2, 28, 28, 2), "float32")
     down_a_row[..., 0] = 1  # every pixel read from one row lower: the image moves up a row
-    np.testing.assert_allclose(screen.warp(images, still, still, still, one, down_a_row), shift(images, -1, 0),
+    np.testing.assert_allclose(warp(images, still, still, still, one, down_a_row), shift(images, -1, 0),
                                atol=1e-6)
     tta_shifts = [(0, rows, columns, 1) for rows, columns in TTA_SHIFTS if (rows, columns) != (0, 0)]
     assert screen.VIEW_SETS["shift1"] == tta_shifts  # evaluate.py --tta's views
     for _, rows, columns, _ in screen.VIEW_SETS["shift2"]:
         np.testing.assert_allclose(screen.view(images, 0, rows, columns, 1), shift(images, rows, columns), atol=1e-6)
-    plain, elastic = (screen.make_distort_layer(10, 0.1, 0.1, seed=1, elastic=amount) for amount in (0.0, 1.0))
+    plain, elastic = (random_warp(10, 0.1, 0.1, seed=1, elastic=amount) for amount in (0.0, 1.0))
     assert np.abs(np.asarray(elastic(images, training=True)) - np.asarray(plain(images, training=True))).max() > 0.1
     np.testing.assert_array_equal(elastic(images, training=False), images)
 

@@ -190,3 +190,29 @@ def test_an_unknown_augmentation_is_refused_by_the_recipe_that_names_it():
 
     with pytest.raises(TypeError, match="augment='elastic'"):
         Recipe(epochs=1, batch_size=8, augment="elastic")
+
+
+def test_the_warp_that_runs_on_jax_equals_the_keras_transform_that_runs_on_tensorflow():
+    """random_warp transforms with Keras' kernel on TensorFlow and with gathers elsewhere (the screen on
+    JAX): each step of the gathers equals the Keras layer whose draw it replays, its range pinned to one value."""
+    import keras
+
+    from mnist_lab.data.geometry import random_warp, warp
+
+    images = np.random.default_rng(0).random((2, 28, 28, 1)).astype("float32")
+
+    def each(value):
+        return np.full(2, value, "float32")
+
+    for warped, layer in [
+        (warp(images, each(np.radians(10)), each(0), each(0), each(1)),
+         keras.layers.RandomRotation((-10 / 360, -10 / 360), fill_mode="constant")),
+        (warp(images, each(0), each(2.8), each(-2.8), each(1)),
+         keras.layers.RandomTranslation((0.1, 0.1), (-0.1, -0.1), fill_mode="constant")),
+        (warp(images, each(0), each(0), each(0), each(1.1)),
+         keras.layers.RandomZoom((0.1, 0.1), fill_mode="constant")),
+    ]:
+        np.testing.assert_allclose(warped, layer(images, training=True), atol=1e-5)
+    distort = random_warp(seed=1)
+    assert np.abs(np.asarray(distort(images, training=True)) - images).max() > 0.5
+    np.testing.assert_array_equal(distort(images, training=False), images)

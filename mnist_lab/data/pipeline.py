@@ -8,18 +8,15 @@ real writing has and MNIST lacks (`handwriting_distort`): thinner and thicker st
 wobble, slant, scale, blur, noise.
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from mnist_lab.data.geometry import (
     ELASTIC_GRID,
     ELASTIC_PIXELS,
-    ROTATION_DEGREES,
-    SHIFT_FRACTION,
     WIDE_ROTATION_DEGREES,
     WIDE_ZOOM_FRACTION,
-    ZOOM_FRACTION,
+    random_warp,
     sample_bilinear,
 )
 from models import HANDWRITING, WIDE
@@ -39,19 +36,10 @@ NOISE = 0.06
 
 
 def build_augmentation(seed=None, wide=False):
-    """Random rotation, shift and zoom, as Keras layers that run on batches in tf.data; `wide`: Deotte's ranges."""
-    # Each layer gets its own seed so their random draws are not correlated; fill_mode="constant"
-    # keeps the background black.
-    seeds = [None] * 3 if seed is None else [seed, seed + 1, seed + 2]
-    degrees, zoom = (WIDE_ROTATION_DEGREES, WIDE_ZOOM_FRACTION) if wide else (ROTATION_DEGREES, ZOOM_FRACTION)
-    return keras.Sequential(
-        [
-            keras.layers.RandomRotation(degrees / 360, fill_mode="constant", seed=seeds[0]),
-            keras.layers.RandomTranslation(SHIFT_FRACTION, SHIFT_FRACTION, fill_mode="constant", seed=seeds[1]),
-            keras.layers.RandomZoom(zoom, fill_mode="constant", seed=seeds[2]),
-        ],
-        name="augmentation",
-    )
+    """Random rotation, shift and zoom (geometry.random_warp); `wide`: Deotte's ranges."""
+    if wide:
+        return random_warp(WIDE_ROTATION_DEGREES, zoom=WIDE_ZOOM_FRACTION, seed=seed)
+    return random_warp(seed=seed)
 
 
 def _square_max(images):
