@@ -167,8 +167,8 @@ def evaluate(config, data=None, log=print):
     one message per model that could not be evaluated.
     """
     folders = find_model_folders(config)
+    check_writable_dir(config.reports_dir, "--reports-dir")  # before the data loads: a bad flag fails at once
     data = data or load_mnist(config.data_dir, log=log)
-    check_writable_dir(config.reports_dir, "--reports-dir")
     rows, failures = [], []
     log(f"evaluating {counted(len(folders), 'model')} on {len(data.y_test)} test images")
     for folder in folders:
@@ -227,8 +227,8 @@ def evaluate_corruptions(config, data=None, log=print):
     Returns (rows, failures), as evaluate() does.
     """
     folders = find_model_folders(config)
+    check_writable_dir(config.reports_dir, "--reports-dir")  # before the data loads: a bad flag fails at once
     data = data or load_mnist(config.data_dir, log=log)
-    check_writable_dir(config.reports_dir, "--reports-dir")
     start = time.perf_counter()
     corrupted = {name: corrupt(name, data.x_test, SEED) for name in CORRUPTIONS}  # once, for every model
     log(f"{len(data.y_test)} test images corrupted {counted(len(corrupted), 'way')} (seed {SEED}) in "

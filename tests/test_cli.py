@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from mnist_lab.startup import run as run_main
 from tests.conftest import ROOT
 
 
@@ -16,6 +17,19 @@ def run(script, *args, cwd=ROOT, env_home=None):
         env["KERAS_HOME"] = str(env_home)
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=600, env=env)
+
+
+def run_in_process(script, *args, capsys):
+    """The script's main() in this process, through the run() it calls: for the errors that need no
+    real interpreter (the tests above and below that start one check TensorFlow's start-up output too)."""
+    import evaluate as evaluate_cli
+    import train as train_cli
+
+    main = {"train.py": train_cli.main, "evaluate.py": evaluate_cli.main}[script]
+    capsys.readouterr()
+    status = run_main(lambda: main([str(arg) for arg in args]))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([script, *args], status, out, err)
 
 
 def assert_one_line_error(done, *fragments):
@@ -56,7 +70,7 @@ def test_help_and_flag_errors_answer_without_loading_tensorflow(command):
     assert not imported & {"tensorflow", "keras", "keras_tuner", "sklearn"}
 
 
-# The full sweep of bad values runs in-process in test_reliability.py; these few fail after
+# The full sweep of bad values runs in-process in test_reliability.py; these fail after
 # TensorFlow has loaded and go through a real interpreter, so its start-up output is part of what
 # they check.
 @pytest.mark.slow
@@ -75,10 +89,10 @@ def test_train_rejects_bad_flags_in_one_line(args, fragments, tmp_path, syntheti
 
 
 @pytest.mark.slow
-def test_train_names_a_broken_data_file(tmp_path, synthetic_dir):
+def test_train_names_a_broken_data_file(tmp_path, synthetic_dir, capsys):
     damaged = synthetic_dir / "train-labels-idx1-ubyte.gz"
     damaged.write_bytes(damaged.read_bytes()[:40])
-    done = run("train.py", "--data-dir", synthetic_dir, "--output", tmp_path / "out", env_home=tmp_path / "keras")
+    done = run_in_process("train.py", "--data-dir", synthetic_dir, "--output", tmp_path / "out", capsys=capsys)
     assert_one_line_error(done, "train-labels-idx1-ubyte.gz", "broken gzip")
 
 
@@ -101,36 +115,36 @@ def test_train_then_evaluate_from_the_command_line(tmp_path, synthetic_dir):
 
 
 @pytest.mark.slow
-def test_evaluate_with_nothing_trained_says_what_to_run(tmp_path):
+def test_evaluate_with_nothing_trained_says_what_to_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    done = run("evaluate.py", "--models-dir", tmp_path / "empty")
+    done = run_in_process("evaluate.py", "--models-dir", tmp_path / "empty", capsys=capsys)
     assert_one_line_error(done, "no trained models", "python train.py --model cnn")
 
 
 @pytest.mark.slow
-def test_evaluate_names_a_missing_model(tmp_path):
+def test_evaluate_names_a_missing_model(tmp_path, capsys):
     (tmp_path / "models" / "mlp").mkdir(parents=True)
-    done = run("evaluate.py", "--models-dir", tmp_path / "models", "--model", "lenet5")
+    done = run_in_process("evaluate.py", "--models-dir", tmp_path / "models", "--model", "lenet5", capsys=capsys)
     assert_one_line_error(done, "no trained model lenet5", "found: mlp", "python train.py --model lenet5")
 
 
 @pytest.mark.slow
-def test_evaluate_rejects_an_unwritable_reports_folder_in_one_line(tmp_path):
+def test_evaluate_rejects_an_unwritable_reports_folder_in_one_line(tmp_path, capsys):
     (tmp_path / "models" / "cnn").mkdir(parents=True)
-    done = run("evaluate.py", "--reports-dir", "/proc/reports", "--models-dir", tmp_path / "models",
-               env_home=tmp_path / "keras")
+    done = run_in_process("evaluate.py", "--reports-dir", "/proc/reports", "--models-dir", tmp_path / "models",
+                          capsys=capsys)
     assert_one_line_error(done, "--reports-dir /proc/reports", "cannot write")
 
 
 @pytest.mark.slow
-def test_evaluate_reports_each_broken_model_in_one_line(tmp_path, synthetic_dir):
+def test_evaluate_reports_each_broken_model_in_one_line(tmp_path, synthetic_dir, capsys):
     (tmp_path / "models" / "junk").mkdir(parents=True)
     (tmp_path / "models" / "empty_pb").mkdir()
     (tmp_path / "models" / "empty_pb" / "saved_model.pb").write_bytes(b"")
     (tmp_path / "models" / "experiments" / "cnn-30epochs").mkdir(parents=True)  # a folder of models: not one
     (tmp_path / "models" / "experiments" / "cnn-30epochs" / "saved_model.pb").write_bytes(b"")
-    done = run("evaluate.py", "--models-dir", tmp_path / "models", "--data-dir", synthetic_dir,
-               "--reports-dir", tmp_path / "reports", env_home=tmp_path / "keras")
+    done = run_in_process("evaluate.py", "--models-dir", tmp_path / "models", "--data-dir", synthetic_dir,
+                          "--reports-dir", tmp_path / "reports", capsys=capsys)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import unittest.mock
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from mnist_lab.predictor import PREFERRED_MODEL, UNSURE_BELOW, Prediction, choos
 from mnist_lab.preprocess import ImageError, ImageTooLarge, prepare_bytes
 from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.serving import DECODERS
+from mnist_lab.startup import run
 from tests.conftest import ROOT
 
 ARTIFACTS = ROOT / "reports" / "test_artifacts"
@@ -58,14 +60,14 @@ def digits_model(real_mnist, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def robust_model(digits_model, real_mnist_dir, tmp_path_factory):
-    """A models folder holding robust_cnn trained with its recipe's augmentation for 3 epochs on 20000 real
+    """A models folder holding robust_cnn trained with its recipe's augmentation for 2 epochs on 10000 real
     digits, beside digits_model's cnn."""
     from mnist_lab.config import TrainConfig
     from mnist_lab.training import train
 
     models = tmp_path_factory.mktemp("robust_models")
     shutil.copytree(digits_model / "cnn", models / "cnn")
-    train(TrainConfig(model="robust_cnn", epochs=3, validation_size=40000, data_dir=str(real_mnist_dir),
+    train(TrainConfig(model="robust_cnn", epochs=2, validation_size=50000, data_dir=str(real_mnist_dir),
                       output=str(models / "robust_cnn"), verbose=0), log=lambda *_: None)
     return models
 
@@ -253,9 +255,18 @@ def test_exif_orientation_is_applied(orientation, stored_as):
     np.testing.assert_allclose(prepare_bytes(stored), prepare_bytes(encode(Image.fromarray(upright), "PNG")), atol=1e-6)
 
 
-def run_script(*args, stdin=None):
-    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, input=stdin, timeout=300)
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+def run_script(script, *args, stdin=None):
+    """predict.py run in this process, through the run() that the script calls: its answers and
+    one-line errors without seconds of TensorFlow start-up (test_cli.py starts the real process)."""
+    import predict as predict_cli
+
+    assert script == "predict.py"
+    out, err = io.StringIO(), io.StringIO()
+    piped = io.TextIOWrapper(io.BytesIO(stdin or b""))
+    with unittest.mock.patch.object(sys, "stdin", piped), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        status = run(lambda: predict_cli.main([str(arg) for arg in args]))
+    return subprocess.CompletedProcess([script, *args], status, out.getvalue(), err.getvalue())
 
 
 @pytest.mark.slow

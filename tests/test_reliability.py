@@ -23,14 +23,14 @@ from tests.conftest import ROOT, synthetic_digits, write_idx_dataset
 
 pytestmark = pytest.mark.slow  # real processes, real kills, real timing
 
-EPOCHS = 6
+EPOCHS = 4
 
 
 @pytest.fixture
 def larger_synthetic_dir(tmp_path):
-    """Enough synthetic digits (6000) that an epoch lasts long enough to be interrupted."""
+    """Enough synthetic digits (3000 to train on) that an epoch lasts long enough to be interrupted."""
     rng = np.random.default_rng(1)
-    x_train, y_train = synthetic_digits(7000, rng)
+    x_train, y_train = synthetic_digits(4000, rng)
     x_test, y_test = synthetic_digits(500, rng)
     return write_idx_dataset(tmp_path / "digits", (x_train, y_train, x_test, y_test))
 
@@ -51,6 +51,19 @@ def start(command, env_home, cwd=ROOT):
 def finish(command, env_home, cwd=ROOT):
     env = dict(os.environ, KERAS_HOME=str(env_home))
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def in_process(command, capsys):
+    """A train.py or evaluate.py command run in this process, where the process boundary is not what is
+    tested: the same main() and one-line errors, without seconds of TensorFlow start-up."""
+    import evaluate as evaluate_cli
+    import train as train_cli
+
+    main = {"train.py": train_cli.main, "evaluate.py": evaluate_cli.main}[os.path.basename(command[1])]
+    capsys.readouterr()
+    status = run(lambda: main(command[2:]))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(command, status, out, err)
 
 
 def wait_for(condition, process, timeout=120, interval=0.01):
@@ -75,7 +88,7 @@ def read_history(folder):
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
-def test_a_run_killed_mid_training_resumes_where_it_stopped(tmp_path, larger_synthetic_dir, stop):
+def test_a_run_killed_mid_training_resumes_where_it_stopped(tmp_path, larger_synthetic_dir, stop, capsys):
     output = tmp_path / "models" / "cnn"
     command = train_command(larger_synthetic_dir, output, "--epochs", EPOCHS)
     process = start(command, tmp_path / "keras")
@@ -89,7 +102,7 @@ def test_a_run_killed_mid_training_resumes_where_it_stopped(tmp_path, larger_syn
     done_before = completed_epochs(output)
     assert 1 <= done_before < EPOCHS
 
-    done = finish(command, tmp_path / "keras")
+    done = in_process(command, capsys)
     assert done.returncode == 0, done.stderr
     assert f"resuming from epoch {done_before} of {EPOCHS}" in done.stdout
     assert f"Epoch {done_before + 1}/{EPOCHS}" in done.stdout and "Epoch 1/" not in done.stdout
@@ -99,7 +112,7 @@ def test_a_run_killed_mid_training_resumes_where_it_stopped(tmp_path, larger_syn
     assert not (output.parent / ".cnn.backup").exists(), "the backup goes once the model is exported"
 
 
-def test_fresh_starts_over_and_other_settings_are_not_resumed(tmp_path, larger_synthetic_dir):
+def test_fresh_starts_over_and_other_settings_are_not_resumed(tmp_path, larger_synthetic_dir, capsys):
     output = tmp_path / "models" / "cnn"
     command = train_command(larger_synthetic_dir, output, "--epochs", EPOCHS)
     process = start(command, tmp_path / "keras")
@@ -107,19 +120,19 @@ def test_fresh_starts_over_and_other_settings_are_not_resumed(tmp_path, larger_s
     process.kill()
     process.wait()
 
-    changed = finish(train_command(larger_synthetic_dir, output, "--epochs", 2), tmp_path / "keras")
+    changed = in_process(train_command(larger_synthetic_dir, output, "--epochs", 2), capsys)
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     assert "interrupted run with other settings" in changed.stderr and "--fresh" in changed.stderr
 
-    fresh = finish(train_command(larger_synthetic_dir, output, "--epochs", 2, "--fresh"), tmp_path / "keras")
+    fresh = in_process(train_command(larger_synthetic_dir, output, "--epochs", 2, "--fresh"), capsys)
     assert fresh.returncode == 0, fresh.stderr
     assert "--fresh: removed" in fresh.stdout and "resuming" not in fresh.stdout
     assert json.loads((output / "metadata.json").read_text())["epochs_run"] == 2
 
 
-def test_a_kill_during_export_leaves_the_previous_model_whole(tmp_path, synthetic_dir):
+def test_a_kill_during_export_leaves_the_previous_model_whole(tmp_path, synthetic_dir, capsys):
     output = tmp_path / "models" / "cnn"
-    first = finish(train_command(synthetic_dir, output, "--epochs", 1, "--validation-size", 200), tmp_path / "keras")
+    first = in_process(train_command(synthetic_dir, output, "--epochs", 1, "--validation-size", 200), capsys)
     assert first.returncode == 0, first.stderr
     good = json.loads((output / "metadata.json").read_text())
 
@@ -137,17 +150,17 @@ def test_a_kill_during_export_leaves_the_previous_model_whole(tmp_path, syntheti
     assert staging.exists(), "a reader leaves the models folder as it found it"
     # The interrupted run kept its backup: running it again finishes it from the last epoch, and
     # the writer cleans up what the dead run left.
-    again = finish(train_command(synthetic_dir, output, "--epochs", 2, "--validation-size", 200), tmp_path / "keras")
+    again = in_process(train_command(synthetic_dir, output, "--epochs", 2, "--validation-size", 200), capsys)
     assert again.returncode == 0 and "resuming from epoch 2 of 2" in again.stdout
     assert not staging.exists(), "the dead run's staging folder is cleaned up by the next writer"
 
 
-def test_a_diverging_loss_stops_at_once_and_keeps_the_good_model(tmp_path, synthetic_dir):
+def test_a_diverging_loss_stops_at_once_and_keeps_the_good_model(tmp_path, synthetic_dir, capsys):
     output = tmp_path / "models" / "cnn"
-    assert finish(train_command(synthetic_dir, output, "--epochs", 1), tmp_path / "keras").returncode == 0
+    assert in_process(train_command(synthetic_dir, output, "--epochs", 1), capsys).returncode == 0
     good = (output / "metadata.json").read_text()
 
-    done = finish(train_command(synthetic_dir, output, "--epochs", 3, "--learning-rate", "1e6"), tmp_path / "keras")
+    done = in_process(train_command(synthetic_dir, output, "--epochs", 3, "--learning-rate", "1e6"), capsys)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: training diverged: the loss became nan in epoch 1, batch ")
@@ -207,7 +220,7 @@ def test_every_other_writer_of_the_same_folder_is_refused_before_any_work(tmp_pa
 
 
 @pytest.mark.parametrize("damage", ["missing variables", "empty variables index", "empty saved_model.pb"])
-def test_a_damaged_savedmodel_is_named_and_the_rest_evaluated(tmp_path, synthetic_dir, damage):
+def test_a_damaged_savedmodel_is_named_and_the_rest_evaluated(tmp_path, synthetic_dir, damage, capsys):
     from mnist_lab.config import TrainConfig
     from mnist_lab.training import train
 
@@ -224,9 +237,8 @@ def test_a_damaged_savedmodel_is_named_and_the_rest_evaluated(tmp_path, syntheti
         (damaged / "variables" / "variables.index").write_bytes(b"")
     else:
         (damaged / "saved_model.pb").write_bytes(b"")
-    done = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--models-dir", str(models),
-                           "--data-dir", str(synthetic_dir), "--reports-dir", str(tmp_path / "reports")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = in_process([sys.executable, str(ROOT / "evaluate.py"), "--models-dir", str(models),
+                       "--data-dir", str(synthetic_dir), "--reports-dir", str(tmp_path / "reports")], capsys)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: damaged: ")
@@ -388,12 +400,12 @@ DAMAGE = {  # what a kill while Keras writes its backup can leave, and what an e
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_a_damaged_backup_falls_back_to_its_good_copy_or_stops_in_one_line(killed_after_two_epochs, tmp_path,
-                                                                            damage):
+                                                                            damage, capsys):
     data_dir, models = killed_after_two_epochs
     shutil.copytree(models, tmp_path / "models")
     output, backup = tmp_path / "models" / "cnn", tmp_path / "models" / ".cnn.backup"
     DAMAGE[damage](backup)
-    done = finish(train_command(data_dir, output, "--epochs", 3), tmp_path / "keras")
+    done = in_process(train_command(data_dir, output, "--epochs", 3), capsys)
     assert "Traceback" not in done.stderr
     if damage == "both weight copies cut short":
         assert done.returncode == 2
@@ -430,24 +442,21 @@ def mount_tmpfs(folder, size):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
-def test_a_full_disk_is_one_line_in_train_and_evaluate(tmp_path, synthetic_dir):
+def test_a_full_disk_is_one_line_in_train_and_evaluate(tmp_path, synthetic_dir, capsys):
     disk = tmp_path / "disk"
     mount_tmpfs(disk, "32k")
     try:
-        done = finish(train_command(synthetic_dir, disk / "cnn", "--epochs", 1, "--validation-size", 200),
-                      tmp_path / "keras")
+        done = in_process(train_command(synthetic_dir, disk / "cnn", "--epochs", 1, "--validation-size", 200), capsys)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith(f"error: --output {disk / 'cnn'}: 0.0 MB free on its disk, and this run needs about")
         assert list(disk.iterdir()) == []
 
         models = tmp_path / "models"
-        assert finish(train_command(synthetic_dir, models / "cnn", "--epochs", 1, "--validation-size", 200),
-                      tmp_path / "keras").returncode == 0
-        done = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--models-dir", str(models),
-                               "--data-dir", str(synthetic_dir), "--reports-dir", str(disk / "reports")],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600,
-                              env=dict(os.environ, KERAS_HOME=str(tmp_path / "keras")))
+        assert in_process(train_command(synthetic_dir, models / "cnn", "--epochs", 1, "--validation-size", 200),
+                          capsys).returncode == 0
+        done = in_process([sys.executable, str(ROOT / "evaluate.py"), "--models-dir", str(models),
+                           "--data-dir", str(synthetic_dir), "--reports-dir", str(disk / "reports")], capsys)
         assert done.returncode == 1 and "Traceback" not in done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("error: cannot write") and "No space left on device" in line
