@@ -31,6 +31,10 @@ def parse_args(argv=None):
     mode.add_argument("--tta", action="store_true",
                       help="also measure accuracy with test-time augmentation: probabilities averaged over the "
                            "image and its four 1-pixel shifts, shown beside the plain figure (default: off)")
+    parser.add_argument("--formats", action="store_true",
+                        help="also measure each model's model.onnx (ONNX Runtime) and model.tflite (LiteRT) on the "
+                             "test set: their accuracy and largest probability difference from the SavedModel "
+                             "(default: off)")
     mode.add_argument("--corruptions", action="store_true",
                       help="instead, measure robustness: accuracy on the test set under each of 15 corruptions "
                            "after MNIST-C (noise, blur, affine, fog, lines, edges; fixed seed) and the mean "

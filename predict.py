@@ -22,8 +22,9 @@ from pathlib import Path
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
 from mnist_lab.flags import ArgumentParser
-from mnist_lab.startup import quiet_tensorflow_import, run
+from mnist_lab.startup import run
 
+RUNTIMES = ("onnx", "savedmodel", "litert")  # mnist_lab.reader.RUNTIMES, without importing it for --help
 SHOW_DIR = "reports/predict"
 STDIN = "-"
 
@@ -35,6 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--model", help="model folder under --models-dir (default: robust_cnn once trained, else "
                         "the best test accuracy among the models tested on the full test set)")
     parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
+    parser.add_argument("--runtime", choices=RUNTIMES,
+                        help="what runs the model: onnx (ONNX Runtime, no TensorFlow), savedmodel (TensorFlow) or "
+                             "litert (default: onnx where the folder has model.onnx, else savedmodel)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (default: text)")
     parser.add_argument("--show", action="store_true",
                         help="write a PNG per image of what the model saw beside its prediction (default: off)")
@@ -81,17 +85,18 @@ def write_shown(plots, prediction, path, title):
 
 def main(argv=None):
     args = parse_args(argv)
-    quiet_tensorflow_import()  # only now: --help and flag errors answer without it
-    from mnist_lab import plots
     from mnist_lab.flags import check_writable_dir
-    from mnist_lab.predictor import DigitPredictor, choose_model
+    from mnist_lab.predictor import DigitPredictor, choose_model, choose_runtime
 
     folder, reason = choose_model(args.models_dir, args.model)
     if args.show_dir:
         check_writable_dir(args.show_dir, "--show-dir")
-    predictor = DigitPredictor(folder)
+    runtime, note = choose_runtime(folder, args.runtime)
+    predictor = DigitPredictor(folder, runtime)
+    if args.show_dir:
+        from mnist_lab import plots  # Matplotlib, only for --show
     if not args.json:
-        print(f"model: {predictor.name} ({reason})")
+        print(f"model: {predictor.name} ({reason}), on {runtime}{note}")
     failed = 0
     shown_names = set()
     for argument in args.images:
@@ -99,7 +104,7 @@ def main(argv=None):
             name, data = read_image(argument)
             prediction = predictor.predict(data, name=name)
             if args.json:  # allow_nan=False: a NaN can never make the line invalid JSON
-                print(json.dumps({"file": name, "model": predictor.name, "model_chosen": reason,
+                print(json.dumps({"file": name, "model": predictor.name, "model_chosen": reason, "runtime": runtime,
                                   **prediction.to_dict()}, allow_nan=False))
             else:
                 top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())

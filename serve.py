@@ -16,7 +16,7 @@ import sys
 
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.flags import ArgumentParser, check_port_free, port_number
-from mnist_lab.startup import quiet_tensorflow_import, run
+from mnist_lab.startup import run
 
 
 def parse_args(argv=None):
@@ -28,21 +28,24 @@ def parse_args(argv=None):
                         help="address to listen on (default: 127.0.0.1, this machine only; on a loopback address, "
                         "requests whose Host header names another machine are refused)")
     parser.add_argument("--port", type=port_number(), default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument("--runtime", choices=("onnx", "savedmodel", "litert"),
+                        help="what runs the model: onnx (ONNX Runtime, no TensorFlow), savedmodel (TensorFlow) or "
+                             "litert (default: onnx where the folder has model.onnx, else savedmodel)")
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    quiet_tensorflow_import()  # only now: --help and flag errors answer without it
     import uvicorn
 
-    from mnist_lab.predictor import choose_model
+    from mnist_lab.predictor import choose_model, choose_runtime
     from mnist_lab.serving import create_app
 
     folder, reason = choose_model(args.models_dir, args.model)
     check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
-    app = create_app(folder, args.models_dir, host=args.host)
-    print(f"serving {folder.name} ({reason}) on http://{args.host}:{args.port}  (Ctrl-C stops)")
+    runtime, note = choose_runtime(folder, args.runtime)
+    app = create_app(folder, args.models_dir, host=args.host, runtime=runtime)
+    print(f"serving {folder.name} ({reason}), on {runtime}{note}, on http://{args.host}:{args.port}  (Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

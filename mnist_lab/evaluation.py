@@ -40,6 +40,7 @@ class EvalConfig:
     reports_dir: str = "reports"
     batch_size: int = 1000
     tta: bool = False  # also report accuracy with test-time augmentation, beside the plain figure
+    formats: bool = False  # also measure model.onnx and model.tflite on their runtimes, beside the SavedModel
 
 
 def shift(images, rows, columns):
@@ -140,21 +141,48 @@ def evaluate_folder(folder, data, config, log=print):
         augmented = tta_probabilities(lambda batch: classifier.predict(batch, config.batch_size), images)
         row["tta_accuracy"] = float(np.mean(augmented.argmax(axis=1) == labels))
         line += f", with test-time augmentation ({len(TTA_SHIFTS)} views) {100 * row['tta_accuracy']:.2f} %"
-    log(f"{line}; report in {Path(config.reports_dir) / name}/")
+    if config.formats:
+        line += "".join(measure_format(folder, runtime, images, labels, probabilities, config.batch_size, row)
+                        for runtime in reader.FORMAT_FILES)
+    log(f"{line}; report in {Path(config.reports_dir) / name}/\n{report}")
     return row
 
 
+def measure_format(folder, runtime, images, labels, probabilities, batch_size, row):
+    """`folder`'s file for `runtime` on the test set: its accuracy and its largest probability difference
+    from the SavedModel's `probabilities`, into `row`; returns them in words for the model's line."""
+    label = FORMAT_LABELS[runtime]
+    try:
+        answered = reader.load_classifier(folder, runtime).predict(images, batch_size)
+    except ModelError as error:
+        row[f"{runtime}_accuracy"] = row[f"{runtime}_difference"] = None
+        return f"; {label}: {error}"
+    row[f"{runtime}_accuracy"] = float(np.mean(answered.argmax(axis=1) == labels))
+    row[f"{runtime}_difference"] = float(np.abs(answered - probabilities).max())
+    return (f"; {label} {100 * row[f'{runtime}_accuracy']:.2f} %, largest probability difference "
+            f"{row[f'{runtime}_difference']:.1g}")
+
+
+FORMAT_LABELS = {"onnx": "ONNX", "litert": "LiteRT"}
+
+
 def format_table(rows):
-    """The comparison table, in Markdown (readable as plain text too); a TTA column if measured."""
+    """The comparison table, in Markdown (readable as plain text too); TTA and format columns if measured."""
     tta = any("tta_accuracy" in row for row in rows)
+    formats = [runtime for runtime in reader.FORMAT_FILES if any(f"{runtime}_accuracy" in row for row in rows)]
     lines = ["| model | test accuracy |" + (" with TTA |" if tta else "")
+             + "".join(f" {FORMAT_LABELS[runtime]} | {FORMAT_LABELS[runtime]} largest difference |"
+                       for runtime in formats)
              + " macro F1 | parameters | epochs | training time | inference images/s |",
-             "|---|---:|" + ("---:|" if tta else "") + "---:|---:|---:|---:|---:|"]
+             "|---|---:|" + ("---:|" if tta else "") + "---:|---:|" * len(formats) + "---:|---:|---:|---:|---:|"]
     for row in sorted(rows, key=lambda r: -r["test_accuracy"]):
         model = row["model"] + (f" (smoke run: --subset {row['subset']})" if row.get("subset") else "")
         trained = f"{row['training_seconds']:.0f} s" if row["training_seconds"] is not None else "?"
         augmented = f" {100 * row['tta_accuracy']:.2f} % |" if tta else ""
         parameters = f"{row['parameters']:,}" if row["parameters"] is not None else "?"
+        augmented += "".join(" - | - |" if row.get(f"{runtime}_accuracy") is None else
+                             f" {100 * row[f'{runtime}_accuracy']:.2f} % | {row[f'{runtime}_difference']:.1g} |"
+                             for runtime in formats)
         lines.append(f"| {model} | {100 * row['test_accuracy']:.2f} % |{augmented} {row['macro_f1']:.4f} | "
                      f"{parameters} | {row['epochs'] or '?'} | {trained} | {row['images_per_second']:,.0f} |")
     return "\n".join(lines)

@@ -79,7 +79,8 @@ def choose_model(models_dir=MODELS_DIR, name=None):
     if name is not None:
         folder = models_dir / name
         if not reader.has_savedmodel(folder):
-            raise UserError(f"--model {name}: no trained model in {folder}; {train_hint(name)}")
+            found = ", ".join(folder.name for folder in reader.model_folders(models_dir)) or "none"
+            raise UserError(f"--model {name}: no trained model in {folder} (found: {found}); {train_hint(name)}")
         return folder, "chosen with --model"
     folders = reader.model_folders(models_dir)
     if not folders:
@@ -100,12 +101,27 @@ def choose_model(models_dir=MODELS_DIR, name=None):
     return folder, f"best test accuracy on the full test set, {100 * accuracy:.2f} %"
 
 
-class DigitPredictor:
-    """A SavedModel loaded once; `predict` takes encoded image bytes."""
+def choose_runtime(folder, runtime=None):
+    """(runtime, note): `runtime` if given, else ONNX Runtime where the folder has model.onnx (no TensorFlow
+    to load), else the SavedModel, with a note on how to export the other formats."""
+    if runtime is not None:
+        return runtime, ""
+    if (Path(folder) / reader.FORMAT_FILES["onnx"]).is_file():
+        return "onnx", ""
+    return "savedmodel", (f"; it has no model.onnx, so TensorFlow loads its SavedModel: "
+                          f"`python -m mnist_lab.export {folder}` writes one")
 
-    def __init__(self, folder):
-        self.classifier = reader.SavedModelClassifier(folder)
-        self.name = self.classifier.name
+
+class DigitPredictor:
+    """A model loaded once, on ONNX Runtime or as a SavedModel; `predict` takes encoded image bytes."""
+
+    def __init__(self, folder, runtime="savedmodel"):
+        if runtime == "savedmodel":
+            from mnist_lab.startup import quiet_tensorflow_import
+
+            quiet_tensorflow_import()  # only on this path: ONNX Runtime needs no TensorFlow
+        self.classifier = reader.load_classifier(folder, runtime)
+        self.name, self.runtime = self.classifier.name, runtime
         self.classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # trace once, before any request
 
     def predict(self, data, name="image"):

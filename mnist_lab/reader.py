@@ -7,14 +7,29 @@ predict, serve) never create, rename or delete anything here, so they work on a 
 Hidden folders (`.cnn.backup`, `.cnn.tmp-PID`, ...) are the writer's, and no model.
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from mnist_lab.errors import ModelError, first_line
 from mnist_lab.record import SERVING_OUTPUT, ModelRecord
 from models import INPUT_SHAPE, NUM_CLASSES
+
+
+# The other formats every model folder holds beside its SavedModel, each for its own runtime
+# (docs/deployment.md): ONNX for ONNX Runtime, LiteRT (TensorFlow Lite's successor) for ai-edge-litert.
+FORMAT_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
+RUNTIMES = ("onnx", "savedmodel", "litert")
+
+
+def file_digest(path):
+    """The SHA-256 of a file, as a model's record keeps it for each of its format files."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def has_savedmodel(folder):
@@ -50,6 +65,8 @@ class SavedModelClassifier:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.name = self.folder.name
+        import tensorflow as tf
+
         if not has_savedmodel(self.folder):
             raise ModelError(f"{self.name}: {self.folder} is not a SavedModel (no saved_model.pb)")
         try:
@@ -74,6 +91,8 @@ class SavedModelClassifier:
 
     def predict(self, images, batch_size=1000):
         """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
+        import tensorflow as tf
+
         try:
             batches = [self._signature(**{self._input_name: tf.constant(images[i:i + batch_size])})[self._output_name].numpy()
                        for i in range(0, len(images), batch_size)]
@@ -91,3 +110,96 @@ class SavedModelClassifier:
             return self.record.parameters
         variables = getattr(self._loaded, "variables", None)
         return None if variables is None else int(sum(np.prod(variable.shape) for variable in variables))
+
+
+def format_file(folder, runtime, formats):
+    """The path of `folder`'s file for `runtime` (onnx, litert), checked against the SHA-256 in `formats`
+    (its record's): a damaged file, or one left from another model, is refused in one line, never used."""
+    folder = Path(folder)
+    path = folder / FORMAT_FILES[runtime]
+    hint = f"`python -m mnist_lab.export {folder}` writes it again from model.keras"
+    if not path.is_file():
+        raise ModelError(f"{folder.name}: no {path.name} in {folder}; {hint}")
+    recorded = (formats or {}).get(runtime) or {}
+    if "sha256" not in recorded:
+        raise ModelError(f"{folder.name}: {path.name} is not in its metadata.json, so it cannot be checked; {hint}")
+    if file_digest(path) != recorded["sha256"]:
+        raise ModelError(f"{folder.name}: {path.name} is not the file exported with this model (damaged, or "
+                         f"left from another); {hint}")
+    return path
+
+
+class OnnxClassifier:
+    """A model's model.onnx on ONNX Runtime: no TensorFlow, no Keras."""
+
+    def __init__(self, folder, formats=None):
+        import onnxruntime
+
+        self.folder, self.name = Path(folder), Path(folder).name
+        self.record = ModelRecord.load(self.folder)
+        path = format_file(self.folder, "onnx", formats or (self.record and self.record.formats))
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3  # errors only: its notices are not for the user
+        try:
+            self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime raises its own types for a file it cannot read
+            raise ModelError(f"{self.name}: cannot load {path} ({first_line(error)})") from None
+        (self._input,) = self._session.get_inputs()
+
+    def predict(self, images, batch_size=1000):
+        """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
+        batches = [self._session.run(None, {self._input.name: np.asarray(images[i:i + batch_size], np.float32)})[0]
+                   for i in range(0, len(images), batch_size)]
+        return checked_output(self.name, np.concatenate(batches), len(images))
+
+    def parameter_count(self):
+        return self.record.parameters if self.record else None
+
+
+class LiteRTClassifier:
+    """A model's LiteRT file (model.tflite) on ai-edge-litert's interpreter: no TensorFlow, no Keras."""
+
+    def __init__(self, folder, formats=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.folder, self.name = Path(folder), Path(folder).name
+        self.record = ModelRecord.load(self.folder)
+        path = format_file(self.folder, "litert", formats or (self.record and self.record.formats))
+        try:
+            self._interpreter = Interpreter(model_path=str(path))
+        except Exception as error:  # the interpreter raises ValueError or RuntimeError for a bad file
+            raise ModelError(f"{self.name}: cannot load {path} ({first_line(error)})") from None
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch = None
+
+    def predict(self, images, batch_size=1000):
+        """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
+        batches = []
+        for first in range(0, len(images), batch_size):
+            batch = np.asarray(images[first:first + batch_size], np.float32)
+            if len(batch) != self._batch:  # the file has a dynamic batch; the interpreter a fixed one at a time
+                self._interpreter.resize_tensor_input(self._input, batch.shape)
+                self._interpreter.allocate_tensors()
+                self._batch = len(batch)
+            self._interpreter.set_tensor(self._input, batch)
+            self._interpreter.invoke()
+            batches.append(self._interpreter.get_tensor(self._output).copy())
+        return checked_output(self.name, np.concatenate(batches), len(images))
+
+    def parameter_count(self):
+        return self.record.parameters if self.record else None
+
+
+def checked_output(name, probabilities, count):
+    if probabilities.shape != (count, NUM_CLASSES):
+        raise ModelError(f"{name}: its output has shape {probabilities.shape}, expected ({count}, {NUM_CLASSES})")
+    return probabilities
+
+
+def load_classifier(folder, runtime="savedmodel", formats=None):
+    """The model in `folder` on `runtime`: savedmodel (TensorFlow), onnx (ONNX Runtime) or litert; `formats`:
+    the format files' record, when it is not yet in the folder's metadata.json (at export)."""
+    if runtime == "savedmodel":
+        return SavedModelClassifier(folder)
+    return {"onnx": OnnxClassifier, "litert": LiteRTClassifier}[runtime](folder, formats)

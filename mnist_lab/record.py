@@ -13,11 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-import keras
-import numpy
-import sklearn
-import tensorflow
-
 from mnist_lab.machine import cpu_name, native_bfloat16
 from mnist_lab.text import write_json
 from models import Recipe
@@ -49,6 +44,7 @@ class ModelRecord:
     ensemble: Optional[dict] = None  # an ensemble: what it averages
     hyperparameters: Optional[dict] = None  # the tuned MLP: the search's values
     search: Optional[dict] = None  # the tuned MLP: what the search did
+    formats: Optional[dict] = None  # the other formats beside the SavedModel: file, SHA-256, largest difference
     data: dict = field(default_factory=dict)  # source, checksum status, fingerprint, split sizes
     signature: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -115,6 +111,11 @@ def as_json(value):
 
 def environment():
     """The versions and the machine a model was made with."""
+    import keras
+    import numpy
+    import sklearn
+    import tensorflow
+
     return {
         "versions": {"python": platform.python_version(), "tensorflow": tensorflow.__version__,
                      "keras": keras.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__},

@@ -1,9 +1,11 @@
 """What every command does first and last: start TensorFlow quietly, and turn a user's mistake into
 one line and an exit code."""
 
+import contextlib
 import errno
 import os
 import sys
+import warnings
 
 from mnist_lab.errors import UserError
 
@@ -20,18 +22,34 @@ def quiet_tensorflow_import():
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    sys.stderr.flush()
-    saved_stderr = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
+    with native_output_hidden():
         import keras  # noqa: F401
         import tensorflow
 
         tensorflow.config.list_physical_devices()  # device discovery logs its "no CUDA" line now
+
+
+@contextlib.contextmanager
+def native_output_hidden(stdout=False):
+    """While it lasts, what native code (and Python's warnings) write to stderr, and with `stdout` to
+    stdout too, goes nowhere: converters and runtimes print notices no log level reaches."""
+    streams = (1, 2) if stdout else (2,)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in streams}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in streams:
+        os.dup2(devnull, fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
         os.close(devnull)
 
 

@@ -26,13 +26,15 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mnist_lab import plots
-from mnist_lab.errors import UserError
+from mnist_lab.errors import ModelError, UserError, first_line
 from mnist_lab.flags import check_writable_dir
-from mnist_lab.reader import has_savedmodel
+from mnist_lab.reader import FORMAT_FILES, file_digest, has_savedmodel, load_classifier
 from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord
+from mnist_lab.startup import native_output_hidden
 from mnist_lab.text import counted
 from models import INPUT_SHAPE
 
@@ -198,22 +200,46 @@ class ModelWriter:
     def write(self, model, record, history=None, epoch_seconds=None):
         """SavedModel, model.keras, history, curves and record, swapped into the output only when complete;
         then the run's backup goes (only now: a kill during the export still resumes)."""
-        assert self._depth, "write() is called inside the writer's `with` block, holding the lock"
-        staging = sibling(self.output, "tmp", os.getpid())
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
+        def fill(staging):
             export_savedmodel(model, staging)
             model.save(staging / "model.keras")
+            record.formats = export_formats(model, staging, self.log)
             if history is not None:
                 write_history(history, epoch_seconds, staging / "history.csv")
                 plots.training_curves(history, staging / "curves.png", title=record.model)
             record.save(staging)
+
+        self._swap_in(fill)
+        shutil.rmtree(self.backup, ignore_errors=True)
+
+    def add_formats(self, model):
+        """model.onnx and model.tflite written anew into the existing folder (one trained before they
+        were, or whose files are damaged) from `model`, its model.keras; staged and swapped like any
+        write. Returns the folder's updated record."""
+        def fill(staging):
+            shutil.copytree(self.output, staging, symlinks=True, dirs_exist_ok=True)
+            record = ModelRecord.load(staging)
+            record.formats = export_formats(model, staging, self.log)
+            record.save(staging)
+            updated.append(record)
+
+        updated = []
+        self._swap_in(fill)
+        return updated[0]
+
+    def _swap_in(self, fill):
+        """`fill` a staging folder, then swap it in whole; on any failure the staging folder goes and
+        the model in place is untouched."""
+        assert self._depth, "called inside the writer's `with` block, holding the lock"
+        staging = sibling(self.output, "tmp", os.getpid())
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            fill(staging)
             replace_folder(staging, self.output)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        shutil.rmtree(self.backup, ignore_errors=True)
 
 
 def export_savedmodel(model, path):
@@ -226,6 +252,39 @@ def export_savedmodel(model, path):
         input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name=SERVING_INPUT)],
     )
     archive.write_out(str(path), verbose=False)
+
+
+# A format whose probabilities differ from Keras' by more than this on the probe images is not written.
+FORMAT_TOLERANCE = 1e-4
+
+
+def export_formats(model, folder, log=print):
+    """model.onnx and model.tflite (LiteRT) beside the SavedModel, by Keras' own `model.export`, each
+    loaded back on its own runtime and compared with Keras on probe images; returns what the record
+    keeps of each: its file, SHA-256 and largest probability difference (or why it was not written)."""
+    probe = np.random.default_rng(0).random((32, *INPUT_SHAPE)).astype(np.float32)
+    expected = np.asarray(model(probe, training=False), np.float32)
+    formats = {}
+    for runtime, name in FORMAT_FILES.items():
+        path = Path(folder) / name
+        try:
+            with native_output_hidden(stdout=True):  # the converters' and runtimes' notices
+                model.export(str(path), format=runtime, verbose=False)
+                formats[runtime] = {"file": name, "sha256": file_digest(path)}
+                answered = load_classifier(folder, runtime, formats).predict(probe)
+            difference = float(np.abs(answered - expected).max())
+        except (ModelError, ValueError, TypeError, RuntimeError, NotImplementedError, ImportError) as error:
+            path.unlink(missing_ok=True)
+            formats[runtime] = {"error": first_line(error)}
+            log(f"{Path(folder).name}: no {name}: the {runtime} export failed ({first_line(error)})")
+            continue
+        if not difference <= FORMAT_TOLERANCE:
+            path.unlink()
+            formats[runtime] = {"error": f"its probabilities differ from Keras' by {difference:.2g}"}
+            log(f"{Path(folder).name}: no {name}: its probabilities differ from Keras' by {difference:.2g}")
+            continue
+        formats[runtime]["max_difference"] = difference
+    return formats
 
 
 def write_history(history, seconds, path):

@@ -47,6 +47,11 @@ def test_an_ensemble_serves_image_and_averages_its_members_probabilities(tiny, t
     assert not np.allclose(member_probabilities[0], member_probabilities[1])  # different seeds, different models
     np.testing.assert_allclose(combined.predict(images), np.mean(member_probabilities, axis=0), atol=1e-6)
     assert record.parameters == 3 * 54_170
+    from mnist_lab.reader import load_classifier
+
+    for runtime in ("onnx", "litert"):  # an ensemble is one model in every format too
+        np.testing.assert_allclose(load_classifier(folder, runtime).predict(images), combined.predict(images),
+                                   atol=1e-5)
 
     rows, failures = evaluate(EvalConfig(models_dir="saved_models", data_dir=tiny.data_dir, reports_dir="eval"),
                               log=quiet)

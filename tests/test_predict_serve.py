@@ -136,6 +136,11 @@ def test_a_digit_comes_back_as_mnist_drew_it(real_mnist, digits_model, variant):
     correct = predicted_original == y_test[:30]
     assert correct.sum() >= 27
     np.testing.assert_array_equal(predicted_seen[correct], y_test[:30][correct])
+    # What predict.py and serve.py answer from by default: model.onnx on ONNX Runtime, the same to 1e-5.
+    from mnist_lab.reader import OnnxClassifier
+
+    np.testing.assert_allclose(OnnxClassifier(digits_model / "cnn").predict(seen[..., None]),
+                               classifier.predict(seen[..., None]), atol=1e-5)
 
 
 def test_what_is_not_a_digit_is_named():
@@ -280,6 +285,7 @@ def test_predict_reads_good_files_and_names_bad_ones(real_mnist, digits_model, t
                       "/proc/self/mem", tmp_path, good, "--models-dir", digits_model, "--show-dir", tmp_path / "shown")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stdout.splitlines()[0].startswith("model: cnn (best test accuracy on the full test set, ")
+    assert done.stdout.splitlines()[0].endswith("), on onnx")
     assert f"{good}: {y_test[0]} (" in done.stdout and "top 3:" in done.stdout
     errors = done.stderr.strip().splitlines()
     assert len(errors) == 5
@@ -293,6 +299,26 @@ def test_predict_reads_good_files_and_names_bad_ones(real_mnist, digits_model, t
     record = json.loads(as_json.stdout)
     assert record["digit"] == y_test[0] and record["model"] == "cnn" and len(record["probabilities"]) == 10
     assert [entry["digit"] for entry in record["top3"]][0] == y_test[0]
+
+
+@pytest.mark.slow
+def test_predict_on_onnx_loads_no_tensorflow_and_agrees_with_the_savedmodel(real_mnist, digits_model, tmp_path):
+    image = tmp_path / "seven.png"
+    image.write_bytes(VARIANTS["light on dark, PNG"](real_mnist[2][0]))
+    answers = {}
+    for runtime in ("onnx", "savedmodel"):
+        done = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "predict.py"), str(image), "--json",
+                               "--models-dir", str(digits_model), "--runtime", runtime],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines()
+                    if line.startswith("import time:")}
+        if runtime == "onnx":  # (TensorFlow's import is hidden on the other path: its start-up lines are)
+            assert "onnxruntime" in imported and "argparse" in imported, "the import log was read"
+            assert not imported & {"tensorflow", "keras", "sklearn", "matplotlib"}, "the ONNX path needs none"
+        answers[runtime] = json.loads(done.stdout)
+    assert answers["onnx"]["runtime"] == "onnx" and answers["onnx"]["digit"] == answers["savedmodel"]["digit"]
+    np.testing.assert_allclose(answers["onnx"]["probabilities"], answers["savedmodel"]["probabilities"], atol=1e-5)
 
 
 @pytest.mark.slow

@@ -34,7 +34,8 @@ def trained(tmp_path, synthetic_dir):
 
 def test_training_exports_a_complete_model_folder(trained):
     folder, record = trained
-    for name in ("saved_model.pb", "variables", "model.keras", "metadata.json", "history.csv", "curves.png"):
+    for name in ("saved_model.pb", "variables", "model.keras", "model.onnx", "model.tflite", "metadata.json",
+                 "history.csv", "curves.png"):
         assert (folder / name).exists(), name
     hidden = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
     assert hidden == [], "no staging folder, backup or lock file left behind"
@@ -52,6 +53,67 @@ def test_training_exports_a_complete_model_folder(trained):
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(rows[0])
+
+
+def test_the_onnx_and_litert_files_load_on_their_own_runtimes_and_agree_with_the_savedmodel(trained,
+                                                                                            synthetic_arrays):
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    folder, record = trained
+    assert set(record.formats) == {"onnx", "litert"}
+    assert all(values["max_difference"] <= 1e-5 for values in record.formats.values()), record.formats
+    images = to_model_input(synthetic_arrays[2][:50])
+    expected = SavedModelClassifier(folder).predict(images)
+    # Each runtime as a user's own code would call it: no project code.
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"image": images})[0], expected, atol=1e-5)
+    interpreter = Interpreter(model_path=str(folder / "model.tflite"))
+    (given,), (answer,) = interpreter.get_input_details(), interpreter.get_output_details()
+    interpreter.resize_tensor_input(given["index"], images.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(given["index"], images)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(answer["index"]), expected, atol=1e-5)
+
+
+def test_a_format_file_that_is_not_the_one_exported_is_refused_in_one_line(trained, tmp_path):
+    from mnist_lab.errors import ModelError
+    from mnist_lab.reader import load_classifier
+
+    folder, _ = trained
+    other = tmp_path / "other"
+    train(TrainConfig(model="mlp", epochs=1, data_dir=str(folder.parents[1] / "synthetic"), validation_size=200,
+                      output=str(other), verbose=0), log=quiet)
+    (folder / "model.onnx").write_bytes((other / "model.onnx").read_bytes())  # a retrained model's, left behind
+    (folder / "model.tflite").write_bytes((folder / "model.tflite").read_bytes()[:1000])  # cut short
+    for runtime in ("onnx", "litert"):
+        with pytest.raises(ModelError, match=r"^cnn: model\.\w+ is not the file exported with this model .*"
+                                             r"python -m mnist_lab.export"):
+            load_classifier(folder, runtime)
+
+
+def test_a_model_trained_before_the_formats_gets_them_in_one_command_and_evaluate_measures_them(
+        trained, synthetic_dir, tmp_path, capsys):
+    from mnist_lab.export import main as export_main
+    from mnist_lab.startup import run
+
+    folder, _ = trained
+    (folder / "model.onnx").unlink()
+    (folder / "model.tflite").unlink()
+    values = json.loads((folder / "metadata.json").read_text())
+    del values["formats"]
+    (folder / "metadata.json").write_text(json.dumps(values))  # as a model trained before this change
+    assert run(lambda: export_main(["--models-dir", str(folder.parent)])) == 0
+    assert f"{folder}: model.onnx (largest difference " in capsys.readouterr().out
+    assert ModelRecord.load(folder).formats["onnx"]["sha256"] and (folder / "model.tflite").is_file()
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["cnn"], "swapped in whole, nothing left beside"
+
+    config = EvalConfig(models_dir=str(folder.parent), data_dir=str(synthetic_dir), reports_dir=str(tmp_path / "r"),
+                        formats=True)
+    (row,), failures = evaluate(config, log=quiet)
+    assert failures == [] and row["onnx_accuracy"] == row["litert_accuracy"] == row["test_accuracy"]
+    assert row["onnx_difference"] <= 1e-5 and row["litert_difference"] <= 1e-5
 
 
 @pytest.mark.slow
