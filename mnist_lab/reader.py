@@ -8,6 +8,7 @@ Hidden folders (`.cnn.backup`, `.cnn.tmp-PID`, ...) are the writer's, and no mod
 """
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +134,8 @@ class OnnxClassifier:
     """A model's model.onnx on ONNX Runtime: no TensorFlow, no Keras."""
 
     def __init__(self, folder, formats=None):
+        # Without this, ONNX Runtime's telemetry keeps a session file in $TMPDIR; nothing here is sent or kept.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime
 
         self.folder, self.name = Path(folder), Path(folder).name

@@ -46,14 +46,14 @@ PENS = {"thin": (4, 1.0), "thick": (36, 0.5)}
 
 @pytest.fixture(scope="session")
 def digits_model(real_mnist, tmp_path_factory):
-    """A models folder holding a cnn trained for 2 epochs on 20000 real digits, tested on all 10000."""
+    """A models folder holding a cnn trained for 1 epoch on 20000 real digits, tested on all 10000."""
     from mnist_lab.config import TrainConfig
     from mnist_lab.training import train
     from tests.conftest import write_idx_dataset
 
     data_dir = write_idx_dataset(tmp_path_factory.mktemp("mnist"), real_mnist)
     models = tmp_path_factory.mktemp("models")
-    train(TrainConfig(model="cnn", epochs=2, validation_size=40000, data_dir=str(data_dir),
+    train(TrainConfig(model="cnn", epochs=1, validation_size=40000, data_dir=str(data_dir),
                       output=str(models / "cnn"), verbose=0), log=lambda *_: None)
     return models
 

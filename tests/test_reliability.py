@@ -215,7 +215,8 @@ def test_every_other_writer_of_the_same_folder_is_refused_before_any_work(tmp_pa
     finally:
         first.kill()
         first.wait()
-    assert not output.exists() and not (tmp_path / "tuner" / "mlp").exists()
+    assert not output.exists()
+    assert not (tmp_path / "tuner" / "mlp").exists() or first_writer == "search", "only the first writer worked"
     assert not (tmp_path / "saved_models").exists() or first_writer == "ensemble"
 
 

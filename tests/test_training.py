@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -17,19 +18,30 @@ from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.record import ModelRecord
 from mnist_lab.training import train
 from mnist_lab.writer import ModelWriter
+from tests.conftest import synthetic_digits, write_idx_dataset
 
 
 def quiet(*_):
     pass
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A cnn trained for 2 epochs on the synthetic digits (the same as synthetic_dir's), once for this file."""
+    folder = tmp_path_factory.mktemp("trained")
+    rng = np.random.default_rng(0)
+    arrays = (*synthetic_digits(1200, rng), *synthetic_digits(300, rng))
+    config = TrainConfig(model="cnn", epochs=2, data_dir=str(write_idx_dataset(folder / "synthetic", arrays, compress=True)),
+                         validation_size=200, output=str(folder / "models" / "cnn"), verbose=0)
+    return config.output_dir(), train(config, log=quiet)
+
+
 @pytest.fixture
-def trained(tmp_path, synthetic_dir):
-    """A cnn trained for 2 epochs on the synthetic digits, exported to tmp_path/models/cnn."""
-    config = TrainConfig(model="cnn", epochs=2, data_dir=str(synthetic_dir), validation_size=200,
-                         output=str(tmp_path / "models" / "cnn"), verbose=0)
-    record = train(config, log=quiet)
-    return config.output_dir(), record
+def trained(trained_once, tmp_path):
+    """trained_once's model folder, copied to tmp_path/models/cnn for a test to change."""
+    source, record = trained_once
+    shutil.copytree(source, tmp_path / "models" / "cnn")
+    return tmp_path / "models" / "cnn", record
 
 
 def test_training_exports_a_complete_model_folder(trained):
@@ -77,13 +89,13 @@ def test_the_onnx_and_litert_files_load_on_their_own_runtimes_and_agree_with_the
     np.testing.assert_allclose(interpreter.get_tensor(answer["index"]), expected, atol=1e-5)
 
 
-def test_a_format_file_that_is_not_the_one_exported_is_refused_in_one_line(trained, tmp_path):
+def test_a_format_file_that_is_not_the_one_exported_is_refused_in_one_line(trained, synthetic_dir, tmp_path):
     from mnist_lab.errors import ModelError
     from mnist_lab.reader import load_classifier
 
     folder, _ = trained
     other = tmp_path / "other"
-    train(TrainConfig(model="mlp", epochs=1, data_dir=str(folder.parents[1] / "synthetic"), validation_size=200,
+    train(TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200,
                       output=str(other), verbose=0), log=quiet)
     (folder / "model.onnx").write_bytes((other / "model.onnx").read_bytes())  # a retrained model's, left behind
     (folder / "model.tflite").write_bytes((folder / "model.tflite").read_bytes()[:1000])  # cut short
