@@ -284,7 +284,7 @@ def test_predict_reads_good_files_and_names_bad_ones(real_mnist, digits_model, t
     done = run_script("predict.py", good, tmp_path / "notes.txt", tmp_path / "blank.png", tmp_path / "gone.png",
                       "/proc/self/mem", tmp_path, good, "--models-dir", digits_model, "--show-dir", tmp_path / "shown")
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stdout.splitlines()[0].startswith("model: cnn (best test accuracy on the full test set, ")
+    assert done.stdout.splitlines()[0].startswith("model: cnn (the conv net with the best test accuracy, ")
     assert done.stdout.splitlines()[0].endswith("), on onnx")
     assert f"{good}: {y_test[0]} (" in done.stdout and "top 3:" in done.stdout
     errors = done.stderr.strip().splitlines()
@@ -355,10 +355,18 @@ def fake_model(models_dir, name, test_accuracy, test_images=10_000):
     ModelRecord(model=name, test_accuracy=test_accuracy, data={"test_images": test_images}).save(folder)
 
 
-def test_the_robust_model_is_chosen_once_trained_and_a_named_model_still_wins(tmp_path):
+def test_the_robust_model_is_chosen_once_trained_then_conv_nets_and_a_named_model_still_wins(tmp_path):
+    fake_model(tmp_path, "mlp", 0.990)
+    assert choose_model(tmp_path) == (tmp_path / "mlp", "best test accuracy on the full test set, 99.00 %; "
+                                      f"{PREFERRED_MODEL}, trained for photos and drawings, would answer them "
+                                      f"better: `python train.py --model {PREFERRED_MODEL}`")
+    fake_model(tmp_path, "mlp_tuned", 0.998)  # after a tuning search: an MLP, however accurate, is not for photos
     fake_model(tmp_path, "cnn", 0.990)
     fake_model(tmp_path, "deep_cnn", 0.997)
-    assert choose_model(tmp_path) == (tmp_path / "deep_cnn", "best test accuracy on the full test set, 99.70 %")
+    for name, accuracy in [("hand_edited", 1.5), ("hand_edited_bool", True), ("hand_edited_huge", 1e308)]:
+        fake_model(tmp_path, name, accuracy)  # none of these becomes the default
+    assert choose_model(tmp_path)[0] == tmp_path / "deep_cnn"
+    assert choose_model(tmp_path)[1].startswith("the conv net with the best test accuracy, 99.70 %; ")
     fake_model(tmp_path, f"{PREFERRED_MODEL}_subset2000", 0.999, test_images=400)  # a smoke run is not it
     assert choose_model(tmp_path)[0] == tmp_path / "deep_cnn"
     fake_model(tmp_path, PREFERRED_MODEL, 0.992)
