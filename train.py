@@ -12,7 +12,7 @@ Flags left out take the model's recipe (see models/__init__.py); each is below, 
 import argparse
 import sys
 
-from mnist_lab.config import TrainConfig
+from mnist_lab.config import TrainConfig, train_hint
 from mnist_lab.errors import UserError
 from mnist_lab.flags import ArgumentParser, add_run_flags, positive_float, positive_int, whole_number
 from mnist_lab.startup import quiet_tensorflow_import, run
@@ -26,11 +26,21 @@ def augmentation(text):
     return text
 
 
+def registry_model(text):
+    """--model: a registry name; a name the README's table shows but another command trains says which."""
+    if text in REGISTRY:
+        return text
+    hint = train_hint(text)
+    if hint.startswith("train it with"):
+        raise argparse.ArgumentTypeError(f"{text} is not an architecture but a trained model: {hint}")
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(REGISTRY))})")
+
+
 def parse_args(argv=None):
     recipes = "\n".join(f"  {name:<13} {spec.recipe.describe()}" for name, spec in sorted(REGISTRY.items()))
     parser = ArgumentParser(description=__doc__, epilog=f"recipes (the defaults per model):\n{recipes}",
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(REGISTRY),
+    parser.add_argument("--model", default=DEFAULT_MODEL, type=registry_model, metavar=f"{{{','.join(sorted(REGISTRY))}}}",
                         help=f"architecture to train (default: {DEFAULT_MODEL})")
     parser.add_argument("--epochs", type=positive_int, help="epochs (default: the model's recipe)")
     parser.add_argument("--batch-size", type=positive_int, help="batch size (default: the model's recipe)")
@@ -86,4 +96,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, sigterm_stops=True))

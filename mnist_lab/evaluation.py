@@ -61,7 +61,8 @@ def find_model_folders(config):
     models_dir = Path(config.models_dir)
     hint = "train one first, e.g. `python train.py --model cnn`"
     if not models_dir.is_dir():
-        raise UserError(f"--models-dir {models_dir}: no such folder; {hint}")
+        raise UserError(f"--models-dir {models_dir}: no such folder ({models_dir.resolve()}); {hint}, or run from "
+                        "the project's folder, or pass --models-dir")
     if config.models:
         folders = [models_dir / name for name in config.models]
         missing = [folder.name for folder in folders if not folder.is_dir()]
@@ -75,7 +76,7 @@ def find_model_folders(config):
     folders = [folder for folder in reader.visible_folders(models_dir)
                if folder.name != MEMBERS_DIR.name and not reader.model_folders(folder)]
     if not folders:
-        raise UserError(f"no trained models in {models_dir}/; {hint}")
+        raise UserError(f"no trained models in {models_dir.resolve()}/; {hint}")
     return folders
 
 

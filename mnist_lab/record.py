@@ -6,9 +6,10 @@ is the one answer to "was this folder trained as this config would train it now?
 """
 
 import json
+import math
 import os
 import platform
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -66,17 +67,20 @@ class ModelRecord:
 
     @classmethod
     def load(cls, folder):
-        """The record in `folder`, or None when it has none or it cannot be read."""
+        """The record in `folder`, or None when it has none, it cannot be read, or a field is not what the
+        record holds (a record is data from disk: a hand-edited or damaged one must not crash a reader)."""
         try:
             values = json.loads((Path(folder) / METADATA_FILE).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested thousands deep
             return None
         if not isinstance(values, dict) or not isinstance(values.get("model"), str):
             return None
         if "build_mlp_arguments" in values:  # the tuned MLP before records had `arguments`: built under its name
             values.setdefault("arguments", {**values["build_mlp_arguments"], "name": values["model"]})
-        known = {item.name for item in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        values = {key: value for key, value in values.items() if key in FIELD_KINDS}
+        if not all(fits(value, FIELD_KINDS[key]) for key, value in values.items()):
+            return None
+        return cls(**values)
 
     def save(self, folder):
         write_json({key: value for key, value in asdict(self).items() if value is not None},
@@ -102,6 +106,29 @@ class ModelRecord:
                 and self.fingerprint == data.fingerprint
                 and Recipe.from_dict(self.recipe) == config.recipe(spec.recipe)
                 and as_json(self.arguments) == as_json(spec.arguments))
+
+
+# What each field of metadata.json holds, checked when a record is loaded.
+FIELD_KINDS = {
+    "model": "str", "summary": "str", "source": "str", "recipe": "dict", "arguments": "dict", "flags": "dict",
+    "parameters": "count", "epochs_run": "count", "resumed_after_epoch": "count", "training_seconds": "number",
+    "seconds_per_epoch": "number", "validation_accuracy": "fraction", "test_accuracy": "fraction",
+    "test_loss": "number", "ensemble": "optional dict", "hyperparameters": "optional dict",
+    "search": "optional dict", "formats": "optional dict", "data": "dict", "signature": "dict",
+    "versions": "dict", "machine": "dict", "created": "str",
+}
+
+
+def fits(value, kind):
+    """Whether a loaded field is of its kind: a number is finite and not a boolean, a fraction within 0-1."""
+    if kind.startswith("optional "):
+        return value is None or fits(value, kind.removeprefix("optional "))
+    if value is None:
+        return kind not in ("str", "dict")
+    if kind in ("number", "fraction", "count"):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return number and (kind != "fraction" or 0 <= value <= 1) and (kind != "count" or value >= 0)
+    return isinstance(value, {"str": str, "dict": dict}[kind])
 
 
 def as_json(value):

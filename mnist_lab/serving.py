@@ -212,7 +212,7 @@ def create_app(model_folder, models_dir=MODELS_DIR, host=None, runtime="savedmod
     async def unexpected_error(request, exc):  # still JSON, so the page can show it
         return error(500, f"internal error ({type(exc).__name__}): {first_line(exc)}")
 
-    @app.get("/")
+    @app.api_route("/", methods=["GET", "HEAD"])  # HEAD: what a link checker or a load balancer asks
     async def page():
         return FileResponse(PAGE, media_type="text/html")
 

@@ -5,6 +5,8 @@ import contextlib
 import errno
 import os
 import sys
+import signal
+import threading
 import warnings
 
 from mnist_lab.errors import UserError
@@ -53,8 +55,16 @@ def native_output_hidden(stdout=False):
         os.close(devnull)
 
 
-def run(main):
-    """Run an entry point's main(); turn a UserError or Ctrl-C into one line and an exit code."""
+def stop_on_sigterm(signum, frame):
+    """SIGTERM (`kill`, a job scheduler) stops like Ctrl-C: with a line saying how to go on, not silently."""
+    raise KeyboardInterrupt
+
+
+def run(main, sigterm_stops=False):
+    """Run an entry point's main(); turn a UserError, a missing package or Ctrl-C into one line and an exit
+    code. `sigterm_stops`: SIGTERM too, as Ctrl-C (train.py and the search, which resume)."""
+    if sigterm_stops and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress shows at once even through a pipe or tee
     try:
@@ -71,6 +81,12 @@ def run(main):
         print(f"error: cannot write{where}: {error.strerror}; free some space or choose another folder, "
               "then run the same command again", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as error:  # the project's packages are not installed for this Python
+        print(f"error: {error.name} is not installed for {sys.executable}; activate the project's virtual "
+              "environment (`. .venv/bin/activate`) or install the project there (`python -m pip install -e .`)",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; run the same command again to go on where it stopped (a training run or search "
+              "resumes from its last completed epoch or trial)", file=sys.stderr)
         return 130

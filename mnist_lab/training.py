@@ -58,7 +58,7 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class CtrlC(keras.callbacks.Callback):
-    """Ctrl-C (SIGINT) becomes a KeyboardInterrupt at the next batch's end, after the epoch's backup.
+    """Ctrl-C (SIGINT) or SIGTERM becomes a KeyboardInterrupt at the next batch's end, after the epoch's backup.
 
     Python's own handler raises wherever the main thread happens to be, and a KeyboardInterrupt
     raised inside a finalizer (tf.data's iterators have them) is printed and dropped: training
@@ -70,15 +70,18 @@ class CtrlC(keras.callbacks.Callback):
         # Not off the main thread (signals go to it), nor where SIGINT is ignored (a background job).
         if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self.previous = signal.signal(signal.SIGINT, self.note) or signal.default_int_handler
+            self.previous_term = signal.signal(signal.SIGTERM, self.note)  # SIGTERM likewise
         return self
 
     def note(self, signum, frame):
         self.pressed = True
         signal.signal(signal.SIGINT, self.previous)
+        signal.signal(signal.SIGTERM, self.previous_term)
 
     def __exit__(self, *exc):
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
+            signal.signal(signal.SIGTERM, self.previous_term)
 
     def check(self):
         if self.pressed:

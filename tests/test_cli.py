@@ -70,6 +70,16 @@ def test_help_and_flag_errors_answer_without_loading_tensorflow(command):
     assert not imported & {"tensorflow", "keras", "keras_tuner", "sklearn"}
 
 
+def test_a_missing_package_is_one_line_naming_it_and_how_to_install_it(tmp_path):
+    """As when the virtual environment is not activated: here `python -S`, without site-packages."""
+    (tmp_path / "digit.png").write_bytes(b"")
+    done = subprocess.run([sys.executable, "-S", str(ROOT / "predict.py"), str(tmp_path / "digit.png")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert_one_line_error(done, "is not installed for", "activate the project's virtual environment",
+                          "python -m pip install -e .")
+
+
 # The full sweep of bad values runs in-process in test_reliability.py; these fail after
 # TensorFlow has loaded and go through a real interpreter, so its start-up output is part of what
 # they check.

@@ -87,7 +87,7 @@ def read_history(folder):
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "Ctrl-C", "SIGTERM"])
 def test_a_run_killed_mid_training_resumes_where_it_stopped(tmp_path, larger_synthetic_dir, stop, capsys):
     output = tmp_path / "models" / "cnn"
     command = train_command(larger_synthetic_dir, output, "--epochs", EPOCHS)
@@ -96,8 +96,9 @@ def test_a_run_killed_mid_training_resumes_where_it_stopped(tmp_path, larger_syn
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0
-    if stop == signal.SIGINT:
-        assert stderr.strip().splitlines()[-1] == "interrupted" and "Traceback" not in stderr
+    if stop != signal.SIGKILL:  # a stop the run sees says how to go on
+        assert stderr.strip().splitlines()[-1].startswith("interrupted; run the same command again to go on")
+        assert "Traceback" not in stderr and process.returncode == 130
     assert not output.exists(), "nothing is exported by an interrupted run"
     done_before = completed_epochs(output)
     assert 1 <= done_before < EPOCHS
@@ -313,6 +314,8 @@ def sweep_cases():
         ("search", ["--port", "70000"], "a port from 0 to 65535, got 70000"),
         ("search", ["--worker-restarts", "many"], "--worker-restarts"),
         ("train", ["--model", "gpt"], "--model"),
+        ("train", ["--model", "mlp_tuned"], "train it with `python tuning/search_mlp.py`"),
+        ("train", ["--model", "deep_cnn_ensemble5"], "train it with `python train.py --model deep_cnn --ensemble 5`"),
         ("train", ["--optimizer", "lion"], "--optimizer"),
         ("train", ["--schedule", "linear"], "--schedule"),
         ("train", ["--tensorboard", "/proc/cannot/write"], "--tensorboard /proc/cannot"),

@@ -77,6 +77,26 @@ def test_an_unreadable_record_is_none(tmp_path, content):
     assert ModelRecord.load(tmp_path / "missing") is None
 
 
+@pytest.mark.parametrize("change", [
+    {"test_accuracy": "abc"}, {"test_accuracy": [0.99]}, {"test_accuracy": 1.5}, {"test_accuracy": True},
+    {"test_accuracy": float("nan")}, {"test_accuracy": float("inf")}, {"data": "x"}, {"data": None},
+    {"flags": []}, {"flags": None}, {"parameters": "many"}, {"training_seconds": "slow"}, {"epochs_run": -1},
+])
+def test_a_record_whose_field_is_not_what_it_holds_is_unusable_not_a_crash(tmp_path, change):
+    from mnist_lab.predictor import choose_model
+
+    folder = write(tmp_path / "cnn", {**OLD_CNN, **change})
+    (folder / "saved_model.pb").write_bytes(b"")
+    assert ModelRecord.load(folder) is None
+    with pytest.raises(UserError, match="no model in .* was tested on the full 10000-image test set"):
+        choose_model(tmp_path)
+
+
+def test_a_record_nested_200000_deep_is_unusable_not_a_crash(tmp_path):
+    (tmp_path / "metadata.json").write_text("[" * 200_000 + "]" * 200_000)
+    assert ModelRecord.load(tmp_path) is None
+
+
 def test_a_record_round_trips_and_leaves_out_what_it_lacks(tmp_path):
     record = ModelRecord.load(write(tmp_path / "cnn", OLD_CNN))
     record.save(tmp_path / "cnn")

@@ -14,4 +14,4 @@ from mnist_lab.startup import run
 from mnist_lab.tuning.__main__ import main
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, sigterm_stops=True))
