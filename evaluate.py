@@ -45,6 +45,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mnist_lab.reader import find_model_folders
+
+    find_model_folders(args.models_dir, args.models)  # a mistyped --model answers before TensorFlow loads
     quiet_tensorflow_import()  # only now: --help and flag errors answer without it
     from mnist_lab.evaluation import EvalConfig, evaluate, evaluate_corruptions
 

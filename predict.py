@@ -91,18 +91,28 @@ def main(argv=None):
     folder, reason = choose_model(args.models_dir, args.model)
     if args.show_dir:
         check_writable_dir(args.show_dir, "--show-dir")
+    from mnist_lab import preprocess
+
+    images, failed = [], 0
+    for argument in args.images:  # read and prepared first: a missing file or a non-image needs no model to say so
+        try:
+            name, data = read_image(argument)
+            images.append((argument, name, preprocess.prepare_bytes(data, name)))
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    if not images:
+        return 1
     runtime, note = choose_runtime(folder, args.runtime)
     predictor = DigitPredictor(folder, runtime)
     if args.show_dir:
         from mnist_lab import plots  # Matplotlib, only for --show
     if not args.json:
         print(f"model: {predictor.name} ({reason}), on {runtime}{note}")
-    failed = 0
     shown_names = set()
-    for argument in args.images:
+    for argument, name, seen in images:
         try:
-            name, data = read_image(argument)
-            prediction = predictor.predict(data, name=name)
+            prediction = predictor.predict_prepared(seen, name=name)
             if args.json:  # allow_nan=False: a NaN can never make the line invalid JSON
                 print(json.dumps({"file": name, "model": predictor.name, "model_chosen": reason, "runtime": runtime,
                                   **prediction.to_dict()}, allow_nan=False))

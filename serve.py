@@ -36,13 +36,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from mnist_lab.predictor import choose_model, choose_runtime
+
+    folder, reason = choose_model(args.models_dir, args.model)  # before the web stack loads: a typo answers at once
+    check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
     import uvicorn
 
-    from mnist_lab.predictor import choose_model, choose_runtime
     from mnist_lab.serving import create_app
 
-    folder, reason = choose_model(args.models_dir, args.model)
-    check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
     runtime, note = choose_runtime(folder, args.runtime)
     app = create_app(folder, args.models_dir, host=args.host, runtime=runtime)
     print(f"serving {folder.name} ({reason}), on {runtime}{note}, on http://{args.host}:{args.port}  (Ctrl-C stops)")

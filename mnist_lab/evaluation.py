@@ -15,11 +15,11 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
 from mnist_lab import plots, reader
-from mnist_lab.config import MEMBERS_DIR, MODELS_DIR, train_hint
+from mnist_lab.config import MODELS_DIR
 from mnist_lab.corruptions import CORRUPTIONS, SEED, corrupt
 from mnist_lab.data import load_mnist
 from mnist_lab.data.splits import to_model_input
-from mnist_lab.errors import ModelError, UserError
+from mnist_lab.errors import ModelError
 from mnist_lab.flags import check_writable_dir
 from mnist_lab.text import counted
 from models import NUM_CLASSES
@@ -55,29 +55,6 @@ def shift(images, rows, columns):
 def tta_probabilities(predict, images, shifts=TTA_SHIFTS):
     """The mean of `predict`'s probabilities over shifted copies of the images."""
     return np.mean([predict(shift(images, rows, columns)) for rows, columns in shifts], axis=0)
-
-
-def find_model_folders(config):
-    models_dir = Path(config.models_dir)
-    hint = "train one first, e.g. `python train.py --model cnn`"
-    if not models_dir.is_dir():
-        raise UserError(f"--models-dir {models_dir}: no such folder ({models_dir.resolve()}); {hint}, or run from "
-                        "the project's folder, or pass --models-dir")
-    if config.models:
-        folders = [models_dir / name for name in config.models]
-        missing = [folder.name for folder in folders if not folder.is_dir()]
-        if missing:
-            available = [folder.name for folder in reader.visible_folders(models_dir)]
-            raise UserError(f"no trained model {', '.join(missing)} in {models_dir}/ "
-                            f"(found: {', '.join(available) or 'none'}); {train_hint(missing[0])}")
-        return folders
-    # members/ and folders that hold models (experiments/ in docs/accuracy.md) are not models; any
-    # other folder is one, and is reported if it does not load.
-    folders = [folder for folder in reader.visible_folders(models_dir)
-               if folder.name != MEMBERS_DIR.name and not reader.model_folders(folder)]
-    if not folders:
-        raise UserError(f"no trained models in {models_dir.resolve()}/; {hint}")
-    return folders
 
 
 def write_reports(name, images, labels, probabilities, report, matrix, folder):
@@ -195,7 +172,7 @@ def evaluate(config, data=None, log=print):
     `data` is MNIST as loaded (None: load it now). Returns (rows, failures): the table rows and
     one message per model that could not be evaluated.
     """
-    folders = find_model_folders(config)
+    folders = reader.find_model_folders(config.models_dir, config.models)
     check_writable_dir(config.reports_dir, "--reports-dir")  # before the data loads: a bad flag fails at once
     data = data or load_mnist(config.data_dir, log=log)
     rows, failures = [], []
@@ -255,7 +232,7 @@ def evaluate_corruptions(config, data=None, log=print):
     reports it; ImageNet-C's CE, normalised by AlexNet's errors, has no counterpart here.
     Returns (rows, failures), as evaluate() does.
     """
-    folders = find_model_folders(config)
+    folders = reader.find_model_folders(config.models_dir, config.models)
     check_writable_dir(config.reports_dir, "--reports-dir")  # before the data loads: a bad flag fails at once
     data = data or load_mnist(config.data_dir, log=log)
     start = time.perf_counter()

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 
-from mnist_lab import preprocess, reader
+from mnist_lab import reader
 from mnist_lab.config import MODELS_DIR, SCRATCH_MODEL, folder_parts, train_hint
 from mnist_lab.errors import ModelError, UserError
 from mnist_lab.record import FULL_TEST_SET, ModelRecord
@@ -60,6 +59,8 @@ class Prediction:
 
     def seen_png(self):
         """The 28x28 input as a PNG data URL, for a page to show what the model saw."""
+        from PIL import Image
+
         buffer = io.BytesIO()
         Image.fromarray((self.seen * 255).astype(np.uint8)).save(buffer, "PNG")
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -146,6 +147,8 @@ class DigitPredictor:
         self.classifier.predict(np.zeros((1, 28, 28, 1), np.float32))  # trace once, before any request
 
     def predict(self, data, name="image"):
+        from mnist_lab import preprocess  # SciPy, half a second: only once there is an image to prepare
+
         return self.predict_prepared(preprocess.prepare_bytes(data, name), name)
 
     def predict_prepared(self, seen, name="image"):

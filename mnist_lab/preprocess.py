@@ -17,7 +17,6 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-from scipy import ndimage
 
 from mnist_lab.errors import UserError, first_line
 from models.common import IMAGE_SIZE
@@ -142,6 +141,8 @@ def paper_of(grey, light_paper):
     as they are, so dividing by it leaves the ink alone. The page is continued past the picture's
     edges first: SciPy would continue only the intermediate result, which fills in the narrow end of
     a shadow cut off by the edge as if it were a stroke."""
+    from scipy import ndimage  # on first use: importing SciPy takes half a second
+
     if min(grey.shape) < MIN_PAPER_SIDE:
         return np.full(grey.shape, np.median(border_of(grey)), np.float32)
     small = Image.fromarray(grey.astype(np.float32), "F")
@@ -188,6 +189,8 @@ def ink_of(grey, name):
 def digit_box(ink):
     """The rows and columns that hold the digit: the mark with the most ink, edge marks counting less,
     and every mark near it, grown until no other is near; specks and marks far away are left out."""
+    from scipy import ndimage  # on first use: importing SciPy takes half a second
+
     marks, count = ndimage.label(ink > INK_THRESHOLD, structure=np.ones((3, 3)))
     boxes = np.array([(rows.start, rows.stop, cols.start, cols.stop) for rows, cols in ndimage.find_objects(marks)])
     mass = np.bincount(marks.ravel(), ink.ravel(), count + 1)[1:]
@@ -209,6 +212,8 @@ def digit_box(ink):
 
 def prepare_digit(image, name="image"):
     """A PIL image of one digit -> float32 (28, 28) in [0, 1], white ink on black, MNIST-style."""
+    from scipy import ndimage  # on first use: importing SciPy takes half a second
+
     ink = ink_of(to_grey(image, name), name)
     box = digit_box(ink)
     strongest = np.percentile(ink[box], 99.9)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_lab.errors import ModelError, first_line
+from mnist_lab.config import MEMBERS_DIR, train_hint
+from mnist_lab.errors import ModelError, UserError, first_line
 from mnist_lab.record import SERVING_OUTPUT, ModelRecord
 from models import INPUT_SHAPE, NUM_CLASSES
 
@@ -49,6 +50,31 @@ def visible_folders(models_dir):
 def model_folders(models_dir):
     """The SavedModel folders in `models_dir`."""
     return [folder for folder in visible_folders(models_dir) if has_savedmodel(folder)]
+
+
+def find_model_folders(models_dir, names=()):
+    """The folders evaluate.py evaluates: `names` under `models_dir`, else every model folder there (a
+    folder that is not one is reported when it fails to load)."""
+    models_dir = Path(models_dir)
+    hint = "train one first, e.g. `python train.py --model cnn`"
+    if not models_dir.is_dir():
+        raise UserError(f"--models-dir {models_dir}: no such folder ({models_dir.resolve()}); {hint}, or run from "
+                        "the project's folder, or pass --models-dir")
+    if names:
+        folders = [models_dir / name for name in names]
+        missing = [folder.name for folder in folders if not folder.is_dir()]
+        if missing:
+            available = [folder.name for folder in visible_folders(models_dir)]
+            raise UserError(f"no trained model {', '.join(missing)} in {models_dir}/ "
+                            f"(found: {', '.join(available) or 'none'}); {train_hint(missing[0])}")
+        return folders
+    # members/ and folders that hold models (experiments/ in docs/accuracy.md) are not models; any
+    # other folder is one, and is reported if it does not load.
+    folders = [folder for folder in visible_folders(models_dir)
+               if folder.name != MEMBERS_DIR.name and not model_folders(folder)]
+    if not folders:
+        raise UserError(f"no trained models in {models_dir.resolve()}/; {hint}")
+    return folders
 
 
 def trained_as(folder, config, spec, data):

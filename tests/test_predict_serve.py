@@ -327,7 +327,9 @@ def test_predict_with_nothing_trained_says_what_to_run(tmp_path):
     image.write_bytes(encode(Image.new("L", (8, 8)), "PNG"))
     done = run_script("predict.py", image, "--models-dir", tmp_path / "none")
     assert done.returncode == 2
-    assert done.stderr.strip() == f"error: no trained models in {tmp_path / 'none'}/; train one first, e.g. `python train.py --model cnn`"
+    assert done.stderr.strip() == (f"error: no trained models in {tmp_path / 'none'}/; train one first, e.g. "
+                                   "`python train.py --model cnn`, or run from the project's folder, or pass "
+                                   "--models-dir")
 
 
 def test_unsure_when_the_top_probability_is_low_or_no_digit_is_clear():
