@@ -7,13 +7,13 @@ predict, serve) never create, rename or delete anything here, so they work on a 
 Hidden folders (`.cnn.backup`, `.cnn.tmp-PID`, ...) are the writer's, and no model.
 """
 
-import hashlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 from mnist_lab.config import MEMBERS_DIR, train_hint
+from mnist_lab.data.sources import sha256_file
 from mnist_lab.errors import ModelError, UserError, first_line
 from mnist_lab.record import SERVING_OUTPUT, ModelRecord
 from models import INPUT_SHAPE, NUM_CLASSES
@@ -23,15 +23,6 @@ from models import INPUT_SHAPE, NUM_CLASSES
 # (docs/deployment.md): ONNX for ONNX Runtime, LiteRT (TensorFlow Lite's successor) for ai-edge-litert.
 FORMAT_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
 RUNTIMES = ("onnx", "savedmodel", "litert")
-
-
-def file_digest(path):
-    """The SHA-256 of a file, as a model's record keeps it for each of its format files."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def has_savedmodel(folder):
@@ -150,7 +141,7 @@ def format_file(folder, runtime, formats):
     recorded = (formats or {}).get(runtime) or {}
     if "sha256" not in recorded:
         raise ModelError(f"{folder.name}: {path.name} is not in its metadata.json, so it cannot be checked; {hint}")
-    if file_digest(path) != recorded["sha256"]:
+    if sha256_file(path) != recorded["sha256"]:
         raise ModelError(f"{folder.name}: {path.name} is not the file exported with this model (damaged, or "
                          f"left from another); {hint}")
     return path

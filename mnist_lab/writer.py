@@ -32,7 +32,8 @@ import tensorflow as tf
 from mnist_lab import plots
 from mnist_lab.errors import ModelError, UserError, first_line
 from mnist_lab.flags import check_writable_dir
-from mnist_lab.reader import FORMAT_FILES, file_digest, has_savedmodel, load_classifier
+from mnist_lab.data.sources import sha256_file
+from mnist_lab.reader import FORMAT_FILES, has_savedmodel, load_classifier
 from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord
 from mnist_lab.startup import native_output_hidden
 from mnist_lab.text import counted
@@ -270,7 +271,7 @@ def export_formats(model, folder, log=print):
         try:
             with native_output_hidden(stdout=True):  # the converters' and runtimes' notices
                 model.export(str(path), format=runtime, verbose=False)
-                formats[runtime] = {"file": name, "sha256": file_digest(path)}
+                formats[runtime] = {"file": name, "sha256": sha256_file(path)}
                 answered = load_classifier(folder, runtime, formats).predict(probe)
             difference = float(np.abs(answered - expected).max())
         except (ModelError, ValueError, TypeError, RuntimeError, NotImplementedError, ImportError) as error:

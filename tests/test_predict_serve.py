@@ -580,10 +580,17 @@ class Watch:
 
 
 @pytest.mark.slow
+def test_the_server_answers_on_onnx_runtime_without_tensorflow_in_its_memory(served):
+    mapped = Path(f"/proc/{served.pid}/maps").read_text()
+    assert "onnxruntime" in mapped and "tensorflow" not in mapped.lower() and "keras" not in mapped
+
+
+@pytest.mark.slow
 def test_the_endpoints_answer(server, real_mnist):
     _, _, x_test, y_test = real_mnist
     page = httpx.get(server)
     assert page.status_code == 200 and "<canvas" in page.text
+    assert httpx.head(server).status_code == 200
     assert httpx.get(f"{server}/health").json() == {"status": "ok", "model": "cnn"}
     models = httpx.get(f"{server}/models").json()
     assert models["loaded"] == "cnn" and [m["name"] for m in models["models"]] == ["cnn"]
