@@ -222,25 +222,24 @@ class ModelWriter:
             record = ModelRecord.load(staging)
             record.formats = export_formats(model, staging, self.log)
             record.save(staging)
-            updated.append(record)
+            return record
 
-        updated = []
-        self._swap_in(fill)
-        return updated[0]
+        return self._swap_in(fill)
 
     def _swap_in(self, fill):
-        """`fill` a staging folder, then swap it in whole; on any failure the staging folder goes and
-        the model in place is untouched."""
+        """`fill` a staging folder, then swap it in whole and return what `fill` returned; on any failure
+        the staging folder goes and the model in place is untouched."""
         assert self._depth, "called inside the writer's `with` block, holding the lock"
         staging = sibling(self.output, "tmp", os.getpid())
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         try:
-            fill(staging)
+            filled = fill(staging)
             replace_folder(staging, self.output)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        return filled
 
 
 def export_savedmodel(model, path):
