@@ -21,10 +21,9 @@ from pathlib import Path
 
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
-from mnist_lab.flags import ArgumentParser
+from mnist_lab.flags import ArgumentParser, add_model_flags
 from mnist_lab.startup import run
 
-RUNTIMES = ("onnx", "savedmodel", "litert")  # mnist_lab.reader.RUNTIMES, without importing it for --help
 SHOW_DIR = "reports/predict"
 STDIN = "-"
 
@@ -33,12 +32,7 @@ def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="image files (PNG, JPEG, BMP, GIF, TIFF or WebP); - reads one from stdin")
-    parser.add_argument("--model", help="model folder under --models-dir (default: robust_cnn once trained, else "
-                        "the best test accuracy among the models tested on the full test set)")
-    parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
-    parser.add_argument("--runtime", choices=RUNTIMES,
-                        help="what runs the model: onnx (ONNX Runtime, no TensorFlow), savedmodel (TensorFlow) or "
-                             "litert (default: onnx where the folder has model.onnx, else savedmodel)")
+    add_model_flags(parser, MODELS_DIR)
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (default: text)")
     parser.add_argument("--show", action="store_true",
                         help="write a PNG per image of what the model saw beside its prediction (default: off)")

@@ -15,22 +15,17 @@ import argparse
 import sys
 
 from mnist_lab.config import MODELS_DIR
-from mnist_lab.flags import ArgumentParser, check_port_free, port_number
+from mnist_lab.flags import ArgumentParser, add_model_flags, check_port_free, port_number
 from mnist_lab.startup import run
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model folder under --models-dir (default: robust_cnn once trained, else "
-                        "the best test accuracy among the models tested on the full test set)")
-    parser.add_argument("--models-dir", default=MODELS_DIR, help=f"where trained models are (default: {MODELS_DIR})")
+    add_model_flags(parser, MODELS_DIR)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only; on a loopback address, "
                         "requests whose Host header names another machine are refused)")
     parser.add_argument("--port", type=port_number(), default=8000, help="port to listen on (default: 8000)")
-    parser.add_argument("--runtime", choices=("onnx", "savedmodel", "litert"),
-                        help="what runs the model: onnx (ONNX Runtime, no TensorFlow), savedmodel (TensorFlow) or "
-                             "litert (default: onnx where the folder has model.onnx, else savedmodel)")
     return parser.parse_args(argv)
 
 

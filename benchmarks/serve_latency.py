@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 
 from mnist_lab.data import load_mnist
-from mnist_lab.flags import ArgumentParser, free_port, positive_int
+from mnist_lab.flags import RUNTIMES, ArgumentParser, free_port, positive_int
 from mnist_lab.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def main():
     parser.add_argument("--requests", type=positive_int, default=1000,
                         help="requests in the concurrent phase (default: 1000)")
     parser.add_argument("--clients", type=positive_int, default=50, help="concurrent clients (default: 50)")
-    parser.add_argument("--runtime", choices=("onnx", "savedmodel", "litert"),
+    parser.add_argument("--runtime", choices=RUNTIMES,
                         help="serve.py's --runtime (default: serve.py's choice: onnx where the model has model.onnx)")
     args = parser.parse_args()
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
 from mnist_lab.flags import ArgumentParser
+from mnist_lab.record import ModelRecord
 from mnist_lab.startup import quiet_tensorflow_import, run
 
 
@@ -45,7 +46,7 @@ def main(argv=None):
             print(f"every model in {args.models_dir}/ has its model.onnx and model.tflite already")
             return 0
     for folder in folders:
-        if not (folder / "model.keras").is_file() or reader.ModelRecord.load(folder) is None:
+        if not (folder / "model.keras").is_file() or ModelRecord.load(folder) is None:
             raise UserError(f"{folder}: no model.keras with its metadata.json, so nothing to export from; "
                             "retrain it to get every format")
     for folder in folders:

@@ -96,6 +96,21 @@ def check_writable_dir(folder, flag):
         raise UserError(f"{flag} {folder}: cannot write there ({error.strerror})") from None
 
 
+# What predict.py and serve.py share: which model answers, and what runs it
+
+RUNTIMES = ("onnx", "savedmodel", "litert")  # ONNX Runtime, TensorFlow, the LiteRT interpreter
+
+
+def add_model_flags(parser, models_dir):
+    """--model, --models-dir and --runtime, as predict.py and serve.py take them."""
+    parser.add_argument("--model", help="model folder under --models-dir (default: robust_cnn once trained, else the "
+                        "conv net with the best test accuracy, else the best; among models tested on the full test set)")
+    parser.add_argument("--models-dir", default=models_dir, help=f"where trained models are (default: {models_dir})")
+    parser.add_argument("--runtime", choices=RUNTIMES,
+                        help="what runs the model: onnx (ONNX Runtime, no TensorFlow), savedmodel (TensorFlow) or "
+                             "litert (default: onnx where the folder has model.onnx, else savedmodel)")
+
+
 # Ports: --port 0 takes a free one; a port taken already fails in one line
 
 

@@ -22,7 +22,6 @@ from models import INPUT_SHAPE, NUM_CLASSES
 # The other formats every model folder holds beside its SavedModel, each for its own runtime
 # (docs/deployment.md): ONNX for ONNX Runtime, LiteRT (TensorFlow Lite's successor) for ai-edge-litert.
 FORMAT_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
-RUNTIMES = ("onnx", "savedmodel", "litert")
 
 
 def has_savedmodel(folder):

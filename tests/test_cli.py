@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from mnist_lab.startup import run as run_main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_in_process
 
 
 def run(script, *args, cwd=ROOT, env_home=None):
@@ -17,19 +16,6 @@ def run(script, *args, cwd=ROOT, env_home=None):
         env["KERAS_HOME"] = str(env_home)
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=600, env=env)
-
-
-def run_in_process(script, *args, capsys):
-    """The script's main() in this process, through the run() it calls: for the errors that need no
-    real interpreter (the tests above and below that start one check TensorFlow's start-up output too)."""
-    import evaluate as evaluate_cli
-    import train as train_cli
-
-    main = {"train.py": train_cli.main, "evaluate.py": evaluate_cli.main}[script]
-    capsys.readouterr()
-    status = run_main(lambda: main([str(arg) for arg in args]))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess([script, *args], status, out, err)
 
 
 def assert_one_line_error(done, *fragments):

@@ -19,7 +19,7 @@ import pytest
 from mnist_lab.evaluation import EvalConfig, evaluate
 from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.startup import run
-from tests.conftest import ROOT, synthetic_digits, write_idx_dataset
+from tests.conftest import ROOT, run_in_process, synthetic_digits, write_idx_dataset
 
 pytestmark = pytest.mark.slow  # real processes, real kills, real timing
 
@@ -54,16 +54,8 @@ def finish(command, env_home, cwd=ROOT):
 
 
 def in_process(command, capsys):
-    """A train.py or evaluate.py command run in this process, where the process boundary is not what is
-    tested: the same main() and one-line errors, without seconds of TensorFlow start-up."""
-    import evaluate as evaluate_cli
-    import train as train_cli
-
-    main = {"train.py": train_cli.main, "evaluate.py": evaluate_cli.main}[os.path.basename(command[1])]
-    capsys.readouterr()
-    status = run(lambda: main(command[2:]))
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(command, status, out, err)
+    """A train_command (or evaluate.py command line) run in this process: see conftest.run_in_process."""
+    return run_in_process(os.path.basename(command[1]), *command[2:], capsys=capsys)
 
 
 def wait_for(condition, process, timeout=120, interval=0.01):
