@@ -24,8 +24,8 @@ from mnist_lab.errors import UserError
 from mnist_lab.reader import trained_as
 from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord, environment
 from mnist_lab.text import write_json
-from mnist_lab.training import train
-from mnist_lab.writer import ModelWriter
+from mnist_lab.training import check_trainable, train
+from mnist_lab.writer import ModelWriter, check_free_space
 from models import INPUT_SHAPE
 
 
@@ -38,22 +38,36 @@ def ensemble_name(model, count):
     return f"{model}_ensemble{count}"
 
 
-def trained_member(config, seed, data, log, reuse=True):
-    """(folder, record) of this recipe trained with `seed`: found if trained before (and `reuse`), else trained now."""
-    member = dataclasses.replace(config, seed=seed, output=str(member_dir(config, seed)))
-    if reuse:
-        for folder in (Path(member.output), dataclasses.replace(config, output=None).output_dir()):
-            record = trained_as(folder, member, config.spec(), data)
-            if record:
-                log(f"seed {seed}: trained before, same recipe, split and data: {folder} "
-                    f"(test accuracy {100 * record.test_accuracy:.2f} %)")
-                return folder, record
-    log(f"seed {seed}: training {config.model} -> {member.output}")
-    return Path(member.output), train(member, data, log)
+def trained_before(member, data):
+    """(folder, record) of `member` (a recipe and seed) if trained before, in its member folder or as the
+    model itself, with the same recipe, split and data; else None."""
+    for folder in (Path(member.output), dataclasses.replace(member, output=None).output_dir()):
+        record = trained_as(folder, member, member.spec(), data)
+        if record:
+            return folder, record
+    return None
 
 
 def train_members(config, count, data, log, reuse=True):
-    return [trained_member(config, config.seed + index, data, log, reuse) for index in range(count)]
+    """(folder, record) of each of `count` seeds from config.seed on: found if trained before (and `reuse`),
+    else trained now; every member to train is checked before the first one trains."""
+    members = [dataclasses.replace(config, seed=config.seed + index, output=str(member_dir(config, config.seed + index)))
+               for index in range(count)]
+    found = [reuse and trained_before(member, data) for member in members]
+    for member, earlier in zip(members, found):
+        if not earlier:
+            check_trainable(member, data)
+    trained = []
+    for member, earlier in zip(members, found):
+        if earlier:
+            folder, record = earlier
+            log(f"seed {member.seed}: trained before, same recipe, split and data: {folder} "
+                f"(test accuracy {100 * record.test_accuracy:.2f} %)")
+        else:
+            log(f"seed {member.seed}: training {config.model} -> {member.output}")
+            folder, record = Path(member.output), train(member, data, log)
+        trained.append((folder, record))
+    return trained
 
 
 def spread(values):
@@ -139,6 +153,7 @@ def run_ensemble(config, count, data=None, log=print):
         data = data or load_mnist(config.data_dir, log=log)
         splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
         writer.check_replaceable(len(splits.x_train), config.recipe().epochs, config.replace)
+        check_free_space(writer.output, count * config.spec().build().count_params())  # before any member trains
         members = train_members(dataclasses.replace(config, output=None), count, data, log)
         model = average_model([keras.saving.load_model(folder / "model.keras", compile=False)
                                for folder, _ in members], ensemble.output_name())

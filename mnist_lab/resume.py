@@ -54,16 +54,28 @@ def prepare_backup(folder, settings, fresh, epochs, log=print):
     previous one; with no good copy left the run stops in one line.
     """
     folder = Path(folder)
-    settings = json.loads(json.dumps(settings))  # compare as saved: tuples come back as lists
     if fresh and folder.exists():
         shutil.rmtree(folder)
         log(f"--fresh: removed the interrupted run's backup {folder}")
-    newest, previous = folder / KERAS_PROGRESS_FILE, folder / f"{KERAS_PROGRESS_FILE}.bkp"
-    if not newest.is_file() and not previous.is_file():
+    saved = check_backup(folder, settings)
+    if saved is None:
         shutil.rmtree(folder, ignore_errors=True)  # nothing resumable: a kill before the first epoch
         folder.mkdir(parents=True)
         write_json(settings, folder / RUN_FILE)
         return 0, {}, []
+    history, seconds = saved
+    completed = usable_copy(folder, min(epochs, len(seconds)), log)
+    return completed, {key: values[:completed] for key, values in history.items()}, seconds[:completed]
+
+
+def check_backup(folder, settings):
+    """(history, seconds) of the resumable backup in `folder` made with these `settings`; None if there is
+    nothing to resume. A backup of other settings, or unreadable, is refused in one line. Writes nothing."""
+    folder = Path(folder)
+    settings = json.loads(json.dumps(settings))  # compare as saved: tuples come back as lists
+    newest, previous = folder / KERAS_PROGRESS_FILE, folder / f"{KERAS_PROGRESS_FILE}.bkp"
+    if not newest.is_file() and not previous.is_file():
+        return None
     try:
         saved_settings = json.loads((folder / RUN_FILE).read_text())
         record = json.loads((folder / HISTORY_FILE).read_text())
@@ -76,8 +88,7 @@ def prepare_backup(folder, settings, fresh, epochs, log=print):
                             for key, value in settings.items() if saved_settings.get(key) != value)
         raise UserError(f"{folder} holds an interrupted run with other settings ({changed}); "
                         "rerun that command to resume it, or add --fresh to start over")
-    completed = usable_copy(folder, min(epochs, len(seconds)), log)
-    return completed, {key: values[:completed] for key, values in history.items()}, seconds[:completed]
+    return history, seconds
 
 
 def usable_copy(folder, most, log):

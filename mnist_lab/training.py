@@ -130,6 +130,27 @@ def build_and_compile(spec, recipe, steps_per_epoch):
     return model
 
 
+def run_settings(config, spec, data):
+    """What a run's backup must have been made with to be resumed."""
+    return {"model": config.output_name(), "summary": spec.summary, "recipe": config.recipe(spec.recipe).to_dict(),
+            "seed": config.seed, "subset": config.subset, "validation_size": config.validation_size,
+            "deterministic": config.deterministic, "data": data.fingerprint}
+
+
+def check_trainable(config, data, spec=None):
+    """Refuse now what train() would refuse once started (a batch larger than the data, a better model in
+    place, a backup of other settings), writing nothing: an ensemble checks every member before it
+    trains any."""
+    spec = spec or config.spec()
+    recipe = config.recipe(spec.recipe)
+    splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
+    check_batch_size(recipe.batch_size, splits)
+    writer = ModelWriter(config.output_dir())
+    writer.check_replaceable(len(splits.x_train), recipe.epochs, config.replace)
+    if not config.fresh:
+        resume.check_backup(writer.backup, run_settings(config, spec, data))
+
+
 def train(config, data=None, log=print, spec=None, writer=None, **record_fields):
     """Train (or resume), test once, export; return the model's record.
 
@@ -165,11 +186,8 @@ def train(config, data=None, log=print, spec=None, writer=None, **record_fields)
                                 augment=recipe.augment, seed=config.seed, deterministic=config.deterministic)
         val_ds = make_dataset(splits.x_val, splits.y_val, recipe.batch_size) if len(splits.x_val) else None
 
-        settings = {"model": name, "summary": spec.summary, "recipe": recipe.to_dict(), "seed": config.seed,
-                    "subset": config.subset, "validation_size": config.validation_size,
-                    "deterministic": config.deterministic, "data": data.fingerprint}
-        completed, history, epoch_seconds = resume.prepare_backup(writer.backup, settings, config.fresh,
-                                                                  recipe.epochs, log)
+        completed, history, epoch_seconds = resume.prepare_backup(writer.backup, run_settings(config, spec, data),
+                                                                  config.fresh, recipe.epochs, log)
         if completed:
             log(f"resuming from epoch {completed} of {recipe.epochs}: an interrupted run completed "
                 f"{'it' if completed == 1 else f'epochs 1-{completed}'} (backup {writer.backup}); --fresh starts over")

@@ -17,6 +17,7 @@ swap two folders atomically). Readers never create, rename or delete any of them
 
 import csv
 import ctypes
+import errno
 import fcntl
 import os
 import shlex
@@ -236,10 +237,20 @@ class ModelWriter:
         try:
             filled = fill(staging)
             replace_folder(staging, self.output)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if disk_full(error):  # TensorFlow's writers say so in a ResourceExhaustedError, Python's in OSError
+                free = shutil.disk_usage(self.output.parent).free
+                raise UserError(f"cannot write {self.output}: its disk is full ({free / 2**20:.1f} MB free); "
+                                f"{'the model in place is untouched; ' if self.output.exists() else ''}"
+                                "free some space and run the same command again") from None
             raise
         return filled
+
+
+def disk_full(error):
+    return ((isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT))
+            or (isinstance(error, tf.errors.ResourceExhaustedError) and "No space left" in str(error)))
 
 
 def export_savedmodel(model, path):

@@ -2,6 +2,7 @@
 `image` and returns the mean of its members' probabilities; members are reused, never retrained
 for nothing; TTA with identity transforms is the plain prediction."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import train as train_cli
 from mnist_lab import ensemble, training
 from mnist_lab.config import TrainConfig
+from mnist_lab.errors import UserError
 from mnist_lab.evaluation import TTA_SHIFTS, EvalConfig, evaluate, shift, tta_probabilities
 from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.training import train
@@ -147,3 +149,17 @@ def test_evaluate_reports_tta_beside_the_plain_figure(tiny, synthetic_arrays):
     assert rows[0]["tta_accuracy"] == pytest.approx(np.mean(augmented.argmax(axis=1) == synthetic_arrays[3]))
     with open("eval/summary.md") as summary:
         assert "| model | test accuracy | with TTA | macro F1 |" in summary.read()
+
+
+@pytest.mark.slow
+def test_an_ensemble_checks_every_member_before_training_any(tiny, tmp_path):
+    """Seed 44 holds a model trained longer: a rerun with another batch size is refused before it replaces
+    seeds 42 and 43, not after."""
+    ensemble.run_seeds(tiny, 2, log=quiet)
+    ensemble.run_seeds(dataclasses.replace(tiny, seed=44, epochs=2), 1, log=quiet)
+    members = tmp_path / "saved_models" / "members" / "simple_cnn"
+    stamps = [(members / f"seed-{seed}" / "metadata.json").stat().st_mtime_ns for seed in (42, 43)]
+    with pytest.raises(UserError, match=r"seed-44 holds simple_cnn trained on \d+ images for 2 epochs"):
+        ensemble.run_ensemble(dataclasses.replace(tiny, batch_size=64), 3, log=quiet)
+    assert [(members / f"seed-{seed}" / "metadata.json").stat().st_mtime_ns for seed in (42, 43)] == stamps
+    assert not (tmp_path / "saved_models" / "simple_cnn_ensemble3").exists()

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_lab.errors import UserError
 from mnist_lab.evaluation import EvalConfig, evaluate
 from mnist_lab.reader import SavedModelClassifier
 from mnist_lab.startup import run
@@ -456,5 +457,32 @@ def test_a_full_disk_is_one_line_in_train_and_evaluate(tmp_path, synthetic_dir, 
         assert done.returncode == 1 and "Traceback" not in done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("error: cannot write") and "No space left on device" in line
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root (CI runs as root)")
+def test_a_full_disk_is_one_line_for_an_ensemble_and_during_any_export(tmp_path, synthetic_dir, capsys, monkeypatch):
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "64k")
+    try:
+        monkeypatch.chdir(tmp_path)  # the members' folders, saved_models/members/, are on the roomy disk
+        done = in_process(train_command(synthetic_dir, disk / "cnn_ensemble2", "--epochs", 1,
+                                        "--validation-size", 200, "--ensemble", 2), capsys)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: --output {disk / 'cnn_ensemble2'}: 0.1 MB free on its disk, and this run "
+                               "needs about")
+        assert not (tmp_path / "saved_models").exists(), "refused before any member trained"
+
+        # The disk fills during the export itself (after the check, as when something else writes there):
+        # one line, and nothing half-written is left.
+        from mnist_lab.writer import ModelWriter
+        from models import REGISTRY
+
+        with pytest.raises(UserError) as refused, ModelWriter(disk / "cnn") as writer:
+            writer.write(REGISTRY["cnn"].build(), None)
+        assert str(refused.value).startswith(f"cannot write {disk / 'cnn'}: its disk is full (")
+        assert [path.name for path in disk.iterdir()] == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
