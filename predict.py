@@ -80,9 +80,9 @@ def write_shown(plots, prediction, path, title):
 def main(argv=None):
     args = parse_args(argv)
     from mnist_lab.flags import check_writable_dir
-    from mnist_lab.predictor import DigitPredictor, choose_model, choose_runtime
+    from mnist_lab.predictor import load_predictor, ranked_models
 
-    folder, reason = choose_model(args.models_dir, args.model)
+    ranked_models(args.models_dir, args.model)  # a mistyped --model, or no model, answers before any image is read
     if args.show_dir:
         check_writable_dir(args.show_dir, "--show-dir")
     from mnist_lab import preprocess
@@ -97,8 +97,8 @@ def main(argv=None):
             failed += 1
     if not images:
         return 1
-    runtime, note = choose_runtime(folder, args.runtime)
-    predictor = DigitPredictor(folder, runtime)
+    predictor, reason, runtime, note = load_predictor(args.models_dir, args.model, args.runtime,
+                                                      warn=lambda line: print(line, file=sys.stderr))
     if args.show_dir:
         from mnist_lab import plots  # Matplotlib, only for --show
     if not args.json:

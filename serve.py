@@ -31,17 +31,18 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from mnist_lab.predictor import choose_model, choose_runtime
+    from mnist_lab.predictor import load_predictor, ranked_models
 
-    folder, reason = choose_model(args.models_dir, args.model)  # before the web stack loads: a typo answers at once
+    ranked_models(args.models_dir, args.model)  # before the web stack loads: a typo answers at once
     check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
     import uvicorn
 
     from mnist_lab.serving import create_app
 
-    runtime, note = choose_runtime(folder, args.runtime)
-    app = create_app(folder, args.models_dir, host=args.host, runtime=runtime)
-    print(f"serving {folder.name} ({reason}), on {runtime}{note}, on http://{args.host}:{args.port}  (Ctrl-C stops)")
+    predictor, reason, runtime, note = load_predictor(args.models_dir, args.model, args.runtime,
+                                                      warn=lambda line: print(line, file=sys.stderr))
+    app = create_app(predictor, args.models_dir, host=args.host)
+    print(f"serving {predictor.name} ({reason}), on {runtime}{note}, on http://{args.host}:{args.port}  (Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mnist_lab.errors import UserError
-from mnist_lab.flags import ArgumentParser, positive_int
+from mnist_lab.flags import ArgumentParser, check_writable_dir, positive_int
 from mnist_lab.startup import quiet_tensorflow_import
 from models import REGISTRY
 
@@ -110,6 +110,7 @@ def main(argv=None):
     parser.add_argument("--logdir", default="reports/profile", help="where the trace goes (default: reports/profile)")
     parser.add_argument("--data-dir", help="MNIST IDX files or mnist.npz (default: as train.py)")
     args = parser.parse_args(argv)
+    check_writable_dir(Path(args.logdir) / args.model, "--logdir")
     quiet_tensorflow_import()
     print(to_text(profile(args.model, args.steps, Path(args.logdir) / args.model, args.data_dir)))
     return 0

@@ -47,7 +47,7 @@ from mnist_lab.data.geometry import (
 )
 from mnist_lab.data.splits import make_splits, to_model_input
 from mnist_lab.errors import UserError
-from mnist_lab.flags import ArgumentParser, positive_int
+from mnist_lab.flags import ArgumentParser, positive_int, seed_number
 from mnist_lab.startup import quiet_tensorflow_import
 from models import REGISTRY
 
@@ -143,16 +143,24 @@ def view(images, degrees, rows, columns, scale):
     return np.asarray(warp(images, each(np.radians(degrees)), each(rows), each(columns), each(scale)))
 
 
-def trained_model_row(folder, x_train, y_train, view_set="none", validation_size=VALIDATION_SIZE):
-    """A SavedModel that train.py trained on the split, as one more run: its model's name for a change.
-    `view_set`: a VIEW_SETS name; its probabilities are then the mean over the image and those views."""
-    quiet_tensorflow_import()
-    from mnist_lab.reader import SavedModelClassifier
+def added_record(folder):
+    """The record of an --add-model folder, read before the data loads: a wrong folder answers at once."""
     from mnist_lab.record import ModelRecord
 
     record = ModelRecord.load(folder)
     if record is None:
-        raise UserError(f"--add-model {folder}: no trained model there (no metadata.json)")
+        raise UserError(f"--add-model {folder}: no trained model there (no metadata.json that this project "
+                        "wrote and that reads whole)")
+    return record
+
+
+def trained_model_row(folder, record, x_train, y_train, view_set="none", validation_size=VALIDATION_SIZE):
+    """A SavedModel that train.py trained on the split (`record`: its record), as one more run: its model's
+    name for a change. `view_set`: a VIEW_SETS name; its probabilities are then the mean over the image
+    and those views."""
+    quiet_tensorflow_import()
+    from mnist_lab.reader import SavedModelClassifier
+
     trained_on, held_out = record.data.get("train_images"), record.data.get("validation_images")
     if held_out != validation_size or trained_on is None or trained_on + held_out != len(x_train):
         raise UserError(f"--add-model {folder}: trained on {trained_on} images with {held_out} held out; only a "
@@ -222,7 +230,21 @@ def read_rows(path):
             rows = [json.loads(line) for line in results if line.strip()]
     except (OSError, ValueError) as error:
         raise UserError(f"--results {path}: cannot read its runs ({error})") from None
-    rows = unique_runs([row for row in rows if "val_probabilities" in row])
+    rows = [row for row in rows if isinstance(row, dict) and "val_probabilities" in row]
+    for row in rows:
+        fields = {"change": str, "val_probabilities": str, "seed": (int, type(None)), "folder": (str, type(None)),
+                  "views": (str, type(None))}
+        wrong = [name for name, kinds in fields.items() if not isinstance(row.get(name), kinds)]
+        if not wrong:
+            try:
+                decode(row["val_probabilities"])
+            except ValueError:  # binascii.Error is one: not base64, or not a whole number of rows of 10
+                wrong = ["val_probabilities"]
+        if wrong:
+            raise UserError(f"--results {path}: a run's {', '.join(wrong)} is not what this script writes "
+                            f"(change {str(row.get('change'))[:40]!r}, seed {str(row.get('seed'))[:20]}); "
+                            "remove that line or choose another --results")
+    rows = unique_runs(rows)
     if not rows:
         raise UserError(f"--results {path}: no run with validation probabilities to score; run some first")
     return rows
@@ -245,7 +267,7 @@ def load_training(train_npz):
 def main(argv=None):
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--change", choices=sorted(CHANGES), help="what differs from the recipe (required to train)")
-    parser.add_argument("--seed", type=int, help="the run's seed (required to train)")
+    parser.add_argument("--seed", type=seed_number, help="the run's seed (required to train)")
     parser.add_argument("--score", action="store_true",
                         help="train nothing; score the runs in --results, one change at a time and averaged")
     parser.add_argument("--results", default="reports/screen.jsonl",
@@ -271,9 +293,10 @@ def main(argv=None):
         y_val = np.asarray(load_training(args.train_npz)[1])[-VALIDATION_SIZE:]
         print("\n".join(score(rows, y_val, args.groups)))
         return 0
+    record = args.add_model and added_record(args.add_model)
     x_train, y_train = load_training(args.train_npz)
     if args.add_model:
-        row = trained_model_row(args.add_model, x_train, y_train, args.views)
+        row = trained_model_row(args.add_model, record, x_train, y_train, args.views)
     else:
         if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
             quiet_tensorflow_import()

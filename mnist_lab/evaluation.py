@@ -175,7 +175,7 @@ def evaluate(config, data=None, log=print):
     folders = reader.find_model_folders(config.models_dir, config.models)
     check_writable_dir(config.reports_dir, "--reports-dir")  # before the data loads: a bad flag fails at once
     data = data or load_mnist(config.data_dir, log=log)
-    rows, failures = [], []
+    rows, failures = [], [] if config.models else reader.set_aside_notes(config.models_dir)
     log(f"evaluating {counted(len(folders), 'model')} on {len(data.y_test)} test images")
     for folder in folders:
         log(f"{folder.name}: loading its SavedModel and predicting")
@@ -239,7 +239,7 @@ def evaluate_corruptions(config, data=None, log=print):
     corrupted = {name: corrupt(name, data.x_test, SEED) for name in CORRUPTIONS}  # once, for every model
     log(f"{len(data.y_test)} test images corrupted {counted(len(corrupted), 'way')} (seed {SEED}) in "
         f"{time.perf_counter() - start:.0f} s; evaluating {counted(len(folders), 'model')} on each")
-    rows, failures = [], []
+    rows, failures = [], [] if config.models else reader.set_aside_notes(config.models_dir)
     for folder in folders:
         try:
             rows.append(corruption_row(folder, data, corrupted, config, log))

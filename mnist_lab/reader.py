@@ -7,7 +7,10 @@ predict, serve) never create, rename or delete anything here, so they work on a 
 Hidden folders (`.cnn.backup`, `.cnn.tmp-PID`, ...) are the writer's, and no model.
 """
 
+import fcntl
 import os
+import shlex
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,49 @@ from models import INPUT_SHAPE, NUM_CLASSES
 # The other formats every model folder holds beside its SavedModel, each for its own runtime
 # (docs/deployment.md): ONNX for ONNX Runtime, LiteRT (TensorFlow Lite's successor) for ai-edge-litert.
 FORMAT_FILES = {"onnx": "model.onnx", "litert": "model.tflite"}
+
+
+def sibling(folder, kind, pid=None):
+    """The hidden sibling of `folder` of this kind: lock, backup, tmp (staging) or old (set aside)."""
+    folder = Path(folder)
+    return folder.parent / (f".{folder.name}.{kind}" + (f"-{pid}" if pid is not None else ""))
+
+
+def parse_sibling(path):
+    """(folder, kind, pid) of a hidden `.NAME.KIND-PID` sibling, else None."""
+    name, _, tag = Path(path).name[1:].rpartition(".")
+    kind, _, pid = tag.partition("-")
+    if not Path(path).name.startswith(".") or kind not in ("tmp", "old") or not pid.isdigit():
+        return None
+    return Path(path).parent / name, kind, int(pid)
+
+
+def is_locked(folder):
+    """Whether some process holds the lock on this folder right now."""
+    try:
+        handle = open(sibling(folder, "lock"))
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def set_aside_notes(models_dir, name=None):
+    """A line on each model (or just `name`) that a writer set aside for a swap and that was not put back
+    (`.cnn.old-PID`, its writer dead and `cnn/` gone), with the command that puts it back: readers
+    do not rename."""
+    notes = []
+    for leftover in sorted(Path(models_dir).glob(".*.old-*")):
+        parsed = parse_sibling(leftover)
+        if parsed and not parsed[0].exists() and (name is None or parsed[0].name == name) and not is_locked(parsed[0]):
+            notes.append(f"{parsed[0].name} was set aside by an interrupted export and not put back: "
+                         f"`mv {shlex.quote(str(leftover))} {shlex.quote(str(parsed[0]))}` puts it back "
+                         f"(as any train.py run writing to {models_dir} does)")
+    return notes
 
 
 def has_savedmodel(folder):
@@ -56,14 +102,16 @@ def find_model_folders(models_dir, names=()):
         if missing:
             available = [folder.name for folder in visible_folders(models_dir)]
             raise UserError(f"no trained model {', '.join(missing)} in {models_dir}/ "
-                            f"(found: {', '.join(available) or 'none'}); {train_hint(missing[0])}")
+                            f"(found: {', '.join(available) or 'none'}); {train_hint(missing[0])}"
+                            + "".join(f"; {note}" for name in missing for note in set_aside_notes(models_dir, name)))
         return folders
     # members/ and folders that hold models (experiments/ in docs/accuracy.md) are not models; any
     # other folder is one, and is reported if it does not load.
     folders = [folder for folder in visible_folders(models_dir)
                if folder.name != MEMBERS_DIR.name and not model_folders(folder)]
     if not folders:
-        raise UserError(f"no trained models in {models_dir.resolve()}/; {hint}")
+        raise UserError(f"no trained models in {models_dir.resolve()}/; {hint}"
+                        + "".join(f"; {note}" for note in set_aside_notes(models_dir)))
     return folders
 
 
@@ -82,14 +130,18 @@ class SavedModelClassifier:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.name = self.folder.name
+        read_whole(self.folder, self._load)
+
+    def _load(self, path):
         import tensorflow as tf
 
-        if not has_savedmodel(self.folder):
+        if not has_savedmodel(path):
             raise ModelError(f"{self.name}: {self.folder} is not a SavedModel (no saved_model.pb)")
         try:
-            self._loaded = tf.saved_model.load(str(self.folder))
+            self._loaded = tf.saved_model.load(str(path))
         except Exception as error:  # TensorFlow raises many types for a damaged folder
-            raise ModelError(f"{self.name}: cannot load the SavedModel in {self.folder} ({first_line(error)})") from None
+            raise ModelError(f"{self.name}: cannot load the SavedModel in {self.folder} "
+                             f"({first_line(error).replace(str(path), str(self.folder))})") from None
         self._signature = self._loaded.signatures.get("serving_default")
         if self._signature is None:
             raise ModelError(f"{self.name}: the SavedModel has no serving_default signature")
@@ -104,7 +156,7 @@ class SavedModelClassifier:
         self._input_name = next(iter(inputs))
         outputs = self._signature.structured_outputs
         self._output_name = SERVING_OUTPUT if SERVING_OUTPUT in outputs else next(iter(outputs))
-        self.record = ModelRecord.load(self.folder)
+        self.record = ModelRecord.load(path)
 
     def predict(self, images, batch_size=1000):
         """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
@@ -115,11 +167,7 @@ class SavedModelClassifier:
                        for i in range(0, len(images), batch_size)]
         except (tf.errors.OpError, ValueError, TypeError) as error:
             raise ModelError(f"{self.name}: failed on MNIST images ({first_line(error)})") from None
-        probabilities = np.concatenate(batches)
-        if probabilities.shape != (len(images), NUM_CLASSES):
-            raise ModelError(f"{self.name}: its output has shape {probabilities.shape}, "
-                             f"expected ({len(images)}, {NUM_CLASSES})")
-        return probabilities
+        return checked_output(self.name, np.concatenate(batches), len(images))
 
     def parameter_count(self):
         """The recorded count, else the SavedModel's variables counted (None if it exposes none)."""
@@ -129,11 +177,12 @@ class SavedModelClassifier:
         return None if variables is None else int(sum(np.prod(variable.shape) for variable in variables))
 
 
-def format_file(folder, runtime, formats):
+def format_file(folder, runtime, formats, within=None):
     """The path of `folder`'s file for `runtime` (onnx, litert), checked against the SHA-256 in `formats`
-    (its record's): a damaged file, or one left from another model, is refused in one line, never used."""
+    (its record's): a damaged file, or one left from another model, is refused in one line, never used.
+    `within`: the path to read `folder` by (read_whole's)."""
     folder = Path(folder)
-    path = folder / FORMAT_FILES[runtime]
+    path = Path(within or folder) / FORMAT_FILES[runtime]
     hint = f"`python -m mnist_lab.export {folder}` writes it again from model.keras"
     if not path.is_file():
         raise ModelError(f"{folder.name}: no {path.name} in {folder}; {hint}")
@@ -155,8 +204,12 @@ class OnnxClassifier:
         import onnxruntime
 
         self.folder, self.name = Path(folder), Path(folder).name
-        self.record = ModelRecord.load(self.folder)
-        path = format_file(self.folder, "onnx", formats or (self.record and self.record.formats))
+        read_whole(self.folder, lambda path: self._load(onnxruntime, path, formats))
+        (self._input,) = self._session.get_inputs()
+
+    def _load(self, onnxruntime, within, formats):
+        self.record = ModelRecord.load(within)
+        path = format_file(self.folder, "onnx", formats or (self.record and self.record.formats), within)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its notices are not for the user
         # One thread: an MNIST net needs no more, and idle workers spinning for work took the cores that
@@ -165,8 +218,7 @@ class OnnxClassifier:
         try:
             self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime raises its own types for a file it cannot read
-            raise ModelError(f"{self.name}: cannot load {path} ({first_line(error)})") from None
-        (self._input,) = self._session.get_inputs()
+            raise ModelError(f"{self.name}: cannot load {self.folder / path.name} ({first_line(error)})") from None
 
     def predict(self, images, batch_size=1000):
         """Class probabilities (N, 10) for float32 images (N, 28, 28, 1) in [0, 1]."""
@@ -185,12 +237,15 @@ class LiteRTClassifier:
         from ai_edge_litert.interpreter import Interpreter
 
         self.folder, self.name = Path(folder), Path(folder).name
-        self.record = ModelRecord.load(self.folder)
-        path = format_file(self.folder, "litert", formats or (self.record and self.record.formats))
+        read_whole(self.folder, lambda within: self._load(Interpreter, within, formats))
+
+    def _load(self, Interpreter, within, formats):
+        self.record = ModelRecord.load(within)
+        path = format_file(self.folder, "litert", formats or (self.record and self.record.formats), within)
         try:
             self._interpreter = Interpreter(model_path=str(path))
         except Exception as error:  # the interpreter raises ValueError or RuntimeError for a bad file
-            raise ModelError(f"{self.name}: cannot load {path} ({first_line(error)})") from None
+            raise ModelError(f"{self.name}: cannot load {self.folder / path.name} ({first_line(error)})") from None
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = None
@@ -214,9 +269,60 @@ class LiteRTClassifier:
 
 
 def checked_output(name, probabilities, count):
+    """The model's answer if it is class probabilities: (count, 10), each row within [0, 1] and summing to 1;
+    a foreign model answering scores, or a damaged one answering NaN, is a ModelError."""
     if probabilities.shape != (count, NUM_CLASSES):
         raise ModelError(f"{name}: its output has shape {probabilities.shape}, expected ({count}, {NUM_CLASSES})")
+    if not np.isfinite(probabilities).all():
+        raise ModelError(f"{name}: the model answered NaN or infinity instead of probabilities (a diverged or "
+                         "damaged model); retrain it, or choose another with --model")
+    sums = probabilities.sum(axis=1)
+    if probabilities.min() < -PROBABILITY_SLACK or probabilities.max() > 1 + PROBABILITY_SLACK or \
+            np.abs(sums - 1).max() > PROBABILITY_SLACK:
+        raise ModelError(f"{name}: its output is not class probabilities (values from {probabilities.min():.3g} to "
+                         f"{probabilities.max():.3g}, rows summing to {sums.min():.3g}-{sums.max():.3g}); a model "
+                         "here must end in a softmax")
     return probabilities
+
+
+# How far float32 rounding (and bfloat16 models) may take a softmax from [0, 1] and a sum of 1.
+PROBABILITY_SLACK = 1e-2
+
+
+def read_whole(folder, read, attempts=5):
+    """`read(path)` with every file from one and the same `folder`, even while a writer swaps a new folder
+    in: `path` names the folder by a descriptor held open (Linux's /proc/self/fd), so a swap cannot
+    mix two models; a read during which the folder was replaced (the writer then removes the old
+    one's files, perhaps under the read) is done again on the new one. Nothing is written."""
+    folder = Path(folder)
+    for attempt in range(attempts):
+        try:
+            descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            if attempt + 1 < attempts and not folder.exists():  # between the renames of a non-atomic swap
+                time.sleep(0.05)
+                continue
+            return read(folder)  # says what is wrong with it
+        try:
+            pinned = Path(f"/proc/self/fd/{descriptor}")
+            try:
+                read(pinned if pinned.is_dir() else folder)  # no /proc: the folder as named
+            except ModelError:
+                if attempt + 1 == attempts or same_folder(folder, descriptor):
+                    raise  # the folder did not change: the fault is its own
+                continue
+            if attempt + 1 == attempts or same_folder(folder, descriptor):
+                return  # else it was replaced while read (a file may have gone under the read): read the new one
+        finally:
+            os.close(descriptor)
+
+
+def same_folder(folder, descriptor):
+    try:
+        now, held = os.stat(folder), os.fstat(descriptor)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
 def load_classifier(folder, runtime="savedmodel", formats=None):

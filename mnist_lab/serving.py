@@ -182,10 +182,11 @@ class LoopbackHostsOnly:
         await self.app(scope, receive, send)
 
 
-def create_app(model_folder, models_dir=MODELS_DIR, host=None, runtime="savedmodel"):
-    """The app. `host` is the address it will listen on: if it is a loopback address, requests
-    addressed (Host header) to any other name are refused."""
-    predictor = DigitPredictor(model_folder, runtime)
+def create_app(model, models_dir=MODELS_DIR, host=None, runtime="savedmodel"):
+    """The app answering with `model`: a DigitPredictor, or a model folder to load on `runtime`. `host` is
+    the address it will listen on: if it is a loopback address, requests addressed (Host header) to
+    any other name are refused."""
+    predictor = model if isinstance(model, DigitPredictor) else DigitPredictor(model, runtime)
     app = FastAPI(title="MNIST digit reader", docs_url=None, redoc_url=None, openapi_url=None)
     if host is not None and names_this_machine(host if ":" not in host else f"[{host}]"):
         app.add_middleware(LoopbackHostsOnly)

@@ -8,8 +8,8 @@ Train, the ensemble, the NumPy net and the tuner's final fit all write through `
         ...                                                  # train; resume from writer.backup
         writer.write(model, record, history, epoch_seconds)  # stage, then swap in whole
 
-Beside a model folder `cnn/` this module, and nothing else, names the hidden siblings:
-`.cnn.lock` (the one-writer lock, a flock that the kernel releases however the process ends),
+Beside a model folder `cnn/` this module, and nothing else, makes the hidden siblings (named by
+reader.sibling): `.cnn.lock` (the one-writer lock, a flock that the kernel releases however the process ends),
 `.cnn.backup` (a training run's per-epoch backup, mnist_lab/resume.py), `.cnn.tmp-PID` (the new
 folder being staged) and `.cnn.old-PID` (the previous folder, set aside where the kernel cannot
 swap two folders atomically). Readers never create, rename or delete any of them.
@@ -34,26 +34,11 @@ from mnist_lab import plots
 from mnist_lab.errors import ModelError, UserError, first_line
 from mnist_lab.flags import check_writable_dir
 from mnist_lab.data.sources import sha256_file
-from mnist_lab.reader import FORMAT_FILES, has_savedmodel, load_classifier
+from mnist_lab.reader import FORMAT_FILES, has_savedmodel, is_locked, load_classifier, parse_sibling, sibling
 from mnist_lab.record import SERVING_INPUT, SERVING_OUTPUT, ModelRecord
 from mnist_lab.startup import native_output_hidden
 from mnist_lab.text import counted
 from models import INPUT_SHAPE
-
-
-def sibling(folder, kind, pid=None):
-    """The hidden sibling of `folder` of this kind: lock, backup, tmp (staging) or old (set aside)."""
-    folder = Path(folder)
-    return folder.parent / (f".{folder.name}.{kind}" + (f"-{pid}" if pid is not None else ""))
-
-
-def parse_sibling(path):
-    """(folder, kind, pid) of a hidden `.NAME.KIND-PID` sibling, else None."""
-    name, _, tag = Path(path).name[1:].rpartition(".")
-    kind, _, pid = tag.partition("-")
-    if not Path(path).name.startswith(".") or kind not in ("tmp", "old") or not pid.isdigit():
-        return None
-    return Path(path).parent / name, kind, int(pid)
 
 
 # Checks that need no lock: made before any work, so a bad flag fails at once
@@ -131,20 +116,6 @@ class FolderLock:
     def __exit__(self, *exc):
         self.path.unlink(missing_ok=True)  # while still held: nobody can lock the file we remove
         self._handle.close()  # closing releases the flock
-
-
-def is_locked(folder):
-    """Whether some process holds the lock on this folder right now."""
-    try:
-        handle = open(sibling(folder, "lock"))
-    except OSError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False
 
 
 # The writer

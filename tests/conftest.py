@@ -135,16 +135,17 @@ def real_mnist_dir(real_mnist, tmp_path_factory):
 
 
 def run_in_process(script, *args, capsys):
-    """train.py or evaluate.py run in this process, through the run() the script calls, where the process
+    """train.py, evaluate.py or predict.py run in this process, through the run() the script calls, where the process
     boundary is not what a test checks: the same main() and one-line errors, without seconds of
     TensorFlow start-up. Returns it as a finished process: returncode, stdout, stderr."""
     import subprocess
 
     import evaluate as evaluate_cli
+    import predict as predict_cli
     import train as train_cli
     from mnist_lab.startup import run
 
-    main = {"train.py": train_cli.main, "evaluate.py": evaluate_cli.main}[script]
+    main = {"train.py": train_cli.main, "evaluate.py": evaluate_cli.main, "predict.py": predict_cli.main}[script]
     capsys.readouterr()
     status = run(lambda: main([str(arg) for arg in args]))
     out, err = capsys.readouterr()

@@ -232,3 +232,32 @@ def test_a_model_trained_on_the_split_joins_the_screen_as_a_run(real_mnist, tmp_
                                         "but the last 10000 of these 10100"):
         screen.main(argv)
     assert len(results.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("script, args, line", [
+    ("screen.py", ["--change", "base", "--seed", "-1"], "error: argument --seed: expected a whole number from 0 to "
+                                                         "4294967295, got -1"),
+    ("screen.py", ["--change", "base", "--seed", "99999999999"], "got 99999999999"),
+    ("screen.py", ["--score", "--results", "{results}"], "error: --results {results}: a run's change, seed is not "
+                                                         "what this script writes"),
+    ("screen.py", ["--add-model", "{model}"], "error: --add-model {model}: no trained model there (no metadata.json "
+                                              "that this project wrote and that reads whole)"),
+    ("profile_training.py", ["--model", "cnn", "--logdir", "/proc/x"], "error: --logdir /proc/x/cnn: cannot write "
+                                                                        "there (No such file or directory)"),
+], ids=["seed -1", "seed too large", "malformed rows", "a record with flags null", "logdir in /proc"])
+def test_the_benchmarks_refuse_bad_input_in_one_line(script, args, line, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    results, model = tmp_path / "screen.jsonl", tmp_path / "cnn"
+    results.write_text('{"change": ["base"], "seed": "x", "val_probabilities": "AAAA"}\n')
+    model.mkdir()
+    (model / "metadata.json").write_text(json.dumps({"model": "cnn", "flags": None}))
+    fill = {"results": results, "model": model}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *(arg.format(**fill) for arg in args)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    (said,) = done.stderr.strip().splitlines()
+    assert line.format(**fill) in said

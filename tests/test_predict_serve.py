@@ -428,34 +428,48 @@ def test_predict_goes_on_after_images_that_once_crashed_it_and_reads_stdin(real_
     assert lines[2].startswith(f"{good}: {y_test[0]} (") and lines[3].startswith(f"<stdin>: {y_test[1]} (")
 
 
-@pytest.fixture
-def diverged_model(tmp_path):
-    """A models folder holding a SavedModel that answers NaN for every image, as a diverged run would."""
+def foreign_model(folder, answer):
+    """A SavedModel that answers `answer` (a number) for every class of every image."""
     import keras
 
     from mnist_lab.writer import export_savedmodel
 
     inputs = keras.Input((28, 28, 1))
     logits = keras.layers.Dense(10)(keras.layers.Flatten()(inputs))
-    outputs = keras.layers.Lambda(lambda x: x * float("nan"))(logits)
-    export_savedmodel(keras.Model(inputs, outputs), tmp_path / "models" / "diverged")
-    return tmp_path / "models"
+    outputs = keras.layers.Lambda(lambda x: x * 0.0 + answer)(logits)
+    export_savedmodel(keras.Model(inputs, outputs), folder)
 
 
 @pytest.mark.slow
-def test_a_model_answering_nan_is_one_line_never_invalid_json(diverged_model, tmp_path):
+@pytest.mark.parametrize("answer, message", [
+    (float("nan"), "the model answered NaN or infinity instead of probabilities (a diverged or damaged model); "
+                   "retrain it, or choose another with --model"),
+    (5.0, "its output is not class probabilities (values from 5 to 5, rows summing to 50-50); a model here must "
+          "end in a softmax")], ids=["NaN, as a diverged model", "5.0 per class, as a foreign model's scores"])
+def test_a_model_answering_anything_but_probabilities_is_one_line_never_a_figure(tmp_path, answer, message):
+    foreign_model(tmp_path / "models" / "foreign", answer)
     image = tmp_path / "one.png"
     image.write_bytes(encode(bar(), "PNG"))
-    done = run_script("predict.py", image, image, "--models-dir", diverged_model, "--model", "diverged", "--json")
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    done = run_script("predict.py", image, image, "--models-dir", tmp_path / "models", "--model", "foreign", "--json")
+    assert done.returncode != 0 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"error: foreign: {message}"]
 
-    def refuse(constant):
-        raise AssertionError(f"{constant} is not JSON")
 
-    assert [json.loads(line, parse_constant=refuse) for line in done.stdout.splitlines()] == []
-    assert done.stderr.strip().splitlines() == [
-        f"error: {image}: the model diverged answered NaN or infinity instead of probabilities "
-        "(a diverged or damaged model); retrain it, or choose another with --model"] * 2
+@pytest.mark.slow
+def test_a_default_model_that_will_not_load_gives_way_to_the_next(digits_model, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(digits_model / "cnn", models / "cnn")
+    shutil.copytree(digits_model / "cnn", models / PREFERRED_MODEL)  # the first choice, then damaged
+    (models / PREFERRED_MODEL / "model.onnx").write_bytes(b"cut short")
+    image = tmp_path / "one.png"
+    image.write_bytes(encode(bar(), "PNG"))
+    done = run_script("predict.py", image, "--models-dir", models)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"warning: {PREFERRED_MODEL}: model.onnx is not the file exported with this model (damaged, or left from "
+        f"another); `python -m mnist_lab.export {models / PREFERRED_MODEL}` writes it again from model.keras; "
+        "trying cnn, the next choice"]
+    assert done.stdout.startswith("model: cnn (the conv net with the best test accuracy, ")
 
 
 @pytest.mark.slow

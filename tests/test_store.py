@@ -4,6 +4,7 @@ that work on a read-only models folder without touching it."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -226,3 +227,96 @@ def test_predict_and_serve_choose_only_among_models_tested_on_the_full_test_set(
     with pytest.raises(UserError, match="no model in .* was tested on the full 10000-image test set "
                                         r"\(found cnn, cnn_subset500\)"):
         choose_model(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory, synthetic_dir_module):
+    """An mlp and a simple_cnn trained for 1 epoch on the synthetic digits, each a whole model folder."""
+    from mnist_lab.training import train
+
+    models = tmp_path_factory.mktemp("two_models")
+    for name in ("mlp", "simple_cnn"):
+        train(TrainConfig(model=name, epochs=1, data_dir=str(synthetic_dir_module), validation_size=200,
+                          output=str(models / name), verbose=0), log=lambda *_: None)
+    return models
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir_module(tmp_path_factory):
+    import numpy as np
+
+    from tests.conftest import synthetic_digits, write_idx_dataset
+
+    rng = np.random.default_rng(0)
+    return write_idx_dataset(tmp_path_factory.mktemp("digits"), (*synthetic_digits(1400, rng),
+                                                                   *synthetic_digits(300, rng)))
+
+
+SWAPPER = """
+import shutil, sys, time
+from pathlib import Path
+from mnist_lab.writer import replace_folder
+sources, final, seconds = [Path(sys.argv[1]), Path(sys.argv[2])], Path(sys.argv[3]), float(sys.argv[4])
+print("swapping", flush=True)
+end, swaps = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    staging = final.parent / f".{final.name}.tmp-1"
+    shutil.copytree(sources[swaps % 2], staging)
+    replace_folder(staging, final)
+    swaps += 1
+    time.sleep(0.5)  # a swap every half second: far more often than any training run writes
+print(swaps)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["savedmodel", "onnx"])
+def test_a_model_read_while_the_writer_swaps_folders_is_always_one_whole_model(two_models, tmp_path, runtime):
+    """The writer's own swap, in another process, replaces an mlp by a simple_cnn and back twice a second;
+    every load here must succeed, and answer as the model its record names."""
+    import numpy as np
+
+    from mnist_lab.reader import load_classifier
+
+    probe = np.random.default_rng(0).random((8, 28, 28, 1)).astype(np.float32)
+    expected = {name: load_classifier(two_models / name, runtime).predict(probe) for name in ("mlp", "simple_cnn")}
+    final = tmp_path / "models" / "cnn"
+    final.parent.mkdir()
+    shutil.copytree(two_models / "mlp", final)
+    swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, str(two_models / "mlp"), str(two_models / "simple_cnn"),
+                                str(final), "20"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert swapper.stdout.readline() == "swapping\n"
+    loads = []
+    while swapper.poll() is None:
+        classifier = load_classifier(final, runtime)  # raises if it read a half-swapped folder
+        loads.append(classifier.record.model)
+        np.testing.assert_allclose(classifier.predict(probe), expected[classifier.record.model], atol=1e-6)
+    swaps = int(swapper.stdout.read())
+    assert swapper.returncode == 0 and swaps > 20 and len(loads) > 20, (swaps, len(loads))
+    assert set(loads) == {"mlp", "simple_cnn"}
+
+
+def test_a_model_set_aside_by_an_interrupted_export_is_named_with_the_command_that_puts_it_back(two_models, tmp_path,
+                                                                                               capsys):
+    import shlex
+
+    from tests.conftest import run_in_process
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(two_models / "mlp", models / ".cnn.old-999999")  # a writer killed between its two renames
+    for script, args in [("evaluate.py", ["--reports-dir", tmp_path / "reports"]), ("predict.py", [ROOT / "docs" / "serve.png"])]:
+        done = run_in_process(script, "--models-dir", models, *args, capsys=capsys)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        assert f"cnn was set aside by an interrupted export and not put back: `mv {models}/.cnn.old-999999 " \
+               f"{models}/cnn` puts it back" in line
+    shutil.copytree(two_models / "simple_cnn", models / "simple_cnn")  # with another model there: a warning
+    record = json.loads((models / "simple_cnn" / "metadata.json").read_text())
+    record["data"]["test_images"] = 10000  # as if tested on the full test set, which makes it a default
+    (models / "simple_cnn" / "metadata.json").write_text(json.dumps(record))
+    done = run_in_process("predict.py", "--models-dir", models, ROOT / "docs" / "serve.png", capsys=capsys)
+    assert done.returncode == 0 and done.stderr.startswith("warning: cnn was set aside")
+    command = line[line.index("`mv ") + 1:line.index("` puts")]
+    subprocess.run(shlex.split(command), check=True)  # as the user would
+    assert (models / "cnn" / "saved_model.pb").is_file() and not (models / ".cnn.old-999999").exists()

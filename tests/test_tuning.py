@@ -49,7 +49,9 @@ def trial_lines(output):
 
 
 def start_search(argv, tmp_path):
-    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras_home"), PYTHONUNBUFFERED="1")
+    # Behind a proxy (here one that refuses every connection), which must not see the calls on loopback.
+    env = dict(os.environ, KERAS_HOME=str(tmp_path / "keras_home"), PYTHONUNBUFFERED="1",
+               http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
     return subprocess.Popen([sys.executable, str(SEARCH), *argv], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

@@ -146,8 +146,11 @@ def supervise(config, argv, log=print):
     check_port(LOOPBACK, port)
     # PYTHONSAFEPATH: `python -m` would put the working folder first on sys.path, and a folder there
     # named like one of the project's packages (a `models/` output folder) would shadow it.
+    # no_grpc_proxy: gRPC would send the workers' calls to the chief, on loopback, through any http_proxy
+    # set (and wait there, silent, for good).
+    bypass = os.environ.get("no_grpc_proxy") or os.environ.get("no_proxy") or ""
     shared = {**os.environ, ORACLE_IP_ENV: LOOPBACK, ORACLE_PORT_ENV: str(port), "PYTHONUNBUFFERED": "1",
-              "PYTHONSAFEPATH": "1"}
+              "PYTHONSAFEPATH": "1", "no_grpc_proxy": ",".join(filter(None, [bypass, LOOPBACK, "localhost"]))}
     log(f"distributed search: a chief oracle on {LOOPBACK}:{port} and {config.workers} worker(s)")
     chief = Child("chief", {**shared, TUNER_ID_ENV: "chief", SUPERVISED_ENV: "1"}, argv)
     workers = [Child(f"worker{i}", {**shared, TUNER_ID_ENV: f"worker{i}"}, argv)
