@@ -14,8 +14,8 @@ the limits on uploads, pixels and concurrent decodes.
 import argparse
 import sys
 
-from mnist_lab.config import MODELS_DIR
-from mnist_lab.flags import ArgumentParser, add_model_flags, check_port_free, port_number
+from mnist_lab.config import MODELS_DIR, REQUEST_SECONDS
+from mnist_lab.flags import ArgumentParser, add_model_flags, check_port_free, port_number, positive_float
 from mnist_lab.startup import run
 
 
@@ -26,6 +26,9 @@ def parse_args(argv=None):
                         help="address to listen on (default: 127.0.0.1, this machine only; on a loopback address, "
                         "requests whose Host header names another machine are refused)")
     parser.add_argument("--port", type=port_number(), default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument("--request-timeout", type=positive_float, default=REQUEST_SECONDS, metavar="SECONDS",
+                        help="a connection that takes longer to send a whole request (from connecting, or from "
+                             f"its last answer) is closed (default: {REQUEST_SECONDS:g})")
     return parser.parse_args(argv)
 
 
@@ -37,13 +40,14 @@ def main(argv=None):
     check_port_free(args.host, args.port, f"--host {args.host} --port {args.port}")
     import uvicorn
 
-    from mnist_lab.serving import create_app
+    from mnist_lab.serving import RequestDeadline, create_app
 
     predictor, reason, runtime, note = load_predictor(args.models_dir, args.model, args.runtime,
                                                       warn=lambda line: print(line, file=sys.stderr))
     app = create_app(predictor, args.models_dir, host=args.host)
     print(f"serving {predictor.name} ({reason}), on {runtime}{note}, on http://{args.host}:{args.port}  (Ctrl-C stops)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    RequestDeadline.request_seconds = args.request_timeout
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=RequestDeadline)
     return 0
 
 

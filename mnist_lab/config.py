@@ -14,6 +14,7 @@ from mnist_lab.errors import UserError
 from models import DEFAULT_MODEL, REGISTRY
 
 MODELS_DIR = Path("saved_models")
+REQUEST_SECONDS = 20  # how long serve.py gives a connection to send a whole request (--request-timeout)
 MEMBERS_DIR = MODELS_DIR / "members"  # the seeds of `train.py --seeds/--ensemble`, not models of their own
 DEFAULT_SEED = 42
 VALIDATION_SIZE = 10_000  # the classic 50000/10000 split: the last 10000 training images

@@ -8,7 +8,8 @@
 The model is loaded once, when the app is made. Bad requests get a 4xx JSON `{"error": ...}`.
 What one request may cost is bounded whatever it sends: the body is counted as it streams in and
 refused past the limit (with or without Content-Length), a form is parsed in memory (nothing goes
-to a temporary file), and a few images are decoded at a time (503 when the wait is too long).
+to a temporary file), and a few images are decoded at a time (503 when the wait is too long). A
+connection that takes longer than its deadline to send a whole request is closed (RequestDeadline).
 """
 
 import asyncio
@@ -27,9 +28,10 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mnist_lab import preprocess, reader
-from mnist_lab.config import MODELS_DIR
+from mnist_lab.config import MODELS_DIR, REQUEST_SECONDS
 from mnist_lab.errors import ModelError, first_line
 from mnist_lab.predictor import DigitPredictor
 from mnist_lab.preprocess import ImageError, ImageTooLarge
@@ -44,6 +46,33 @@ MAX_FORM_PARTS = 16
 DECODERS = min(4, os.cpu_count() or 1)
 DECODE_WAIT_SECONDS = 5  # an image waits this long for a decoder, then gets 503
 PAGE = Path(__file__).with_name("static") / "index.html"
+
+
+class RequestDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 connection, with a deadline: from connecting, and again from each answer, a
+    client has `request_seconds` to send a whole request (headers and body), else the connection is
+    closed. So slow or idle clients cannot hold the server's connections however many they open;
+    uvicorn alone closes only idle ones, and only after a first answer."""
+
+    request_seconds = REQUEST_SECONDS
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self._deadline = self.loop.call_later(self.request_seconds, self._expire)
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        self._deadline.cancel()
+        self._deadline = self.loop.call_later(self.request_seconds, self._expire)
+
+    def connection_lost(self, exc):
+        self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _expire(self):
+        waiting = self.cycle is None or self.cycle.more_body or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():  # else a whole request is being answered
+            self.transport.close()
 
 
 def error(status, message, headers=None):

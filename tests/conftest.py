@@ -47,7 +47,7 @@ def keras_home(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def offline(monkeypatch, tmp_path):
     """Tests never download: keras.datasets fails at once, and pip is pointed at a wheel that is not there."""
-    def keras_offline():
+    def keras_offline(log):
         raise sources.DataError("keras.datasets is offline in tests")
 
     monkeypatch.setattr(sources, "download_with_keras", keras_offline)

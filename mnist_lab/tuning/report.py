@@ -51,7 +51,9 @@ class ReportingTuner:
         score = f"{OBJECTIVE} {ended.score:.4f}" if ended.score is not None else ended.status.lower()
         best_so_far = f"{best[0].score:.4f}" if best and best[0].score is not None else "none yet"
         seconds = read_seconds(Path(self.get_trial_dir(trial.trial_id)))
-        print(f"trial {trial.trial_id}: {score} in {seconds if seconds is not None else '?'} s "
+        planned = getattr(self, "planned_trials", None)
+        number = f" ({int(trial.trial_id) + 1} of {planned})" if planned and trial.trial_id.isdigit() else ""
+        print(f"trial {trial.trial_id}{number}: {score} in {seconds if seconds is not None else '?'} s "
               f"(best so far {best_so_far}) | {describe(search_values(ended.hyperparameters.values))}",
               flush=True)
 
@@ -130,13 +132,11 @@ def write_trial_tables(rows, folder):
 
 
 def write_report(tuner, config, log):
-    """keras-tuner's summary, the trial tables and the plot; returns the trial rows."""
+    """The trial tables and the plot; returns the trial rows."""
     rows = trial_rows(tuner)
     folder = config.reports_path()
     folder.mkdir(parents=True, exist_ok=True)
     finished = sum(row[OBJECTIVE] is not None for row in rows)
-    if finished:
-        tuner.results_summary(num_trials=min(3, finished))
     write_trial_tables(rows, folder)
     ranking = influence(rows) if finished >= INFLUENCE_MIN_TRIALS else []
     plots.search_results(rows, OBJECTIVE, [name for name, _ in ranking[:2]], folder / "search.png",

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 
 import keras_tuner
@@ -22,8 +23,8 @@ from mnist_lab.data import load_mnist
 from mnist_lab.data.splits import check_batch_size, make_splits
 from mnist_lab.errors import UserError, first_line
 from mnist_lab.reader import trained_as
-from mnist_lab.text import write_json
-from mnist_lab.training import fit_verbosity, train
+from mnist_lab.text import counted, write_json
+from mnist_lab.training import train
 from mnist_lab.tuning import HYPERBAND_FACTOR, MODEL_NAME, OBJECTIVE, SEARCH_FILE
 from mnist_lab.tuning.report import ReportingTuner, write_report
 from mnist_lab.tuning.roles import Role, supervise
@@ -151,11 +152,15 @@ def load_splits(config, log):
 
 def run_trials(config, splits, role):
     """This process's part of the search: all of it, or a chief's or a worker's share."""
-    tuner = make_tuner(config, MlpHyperModel(splits, config.epochs, config.seed, fit_verbosity(config.verbose)), role)
+    # Off a terminal (a log, a supervisor's pipe), Keras says nothing inside a trial: a line per trial.
+    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 0)
+    tuner = make_tuner(config, MlpHyperModel(splits, config.epochs, config.seed, verbose), role)
+    tuner.planned_trials = None if config.tuner == "hyperband" else config.trials
     if not role.is_worker and tuner.oracle.trials:  # a worker's oracle is the chief's, over gRPC
         done = sum(trial.status == "COMPLETED" for trial in tuner.oracle.trials.values())
-        print(f"resuming the search in {config.project_dir}: {done} of {len(tuner.oracle.trials)} trials "
-              "finished; an unfinished one runs again", flush=True)
+        planned = (f"{done} of {tuner.planned_trials} trials finished, {max(0, tuner.planned_trials - done)} to go"
+                   if tuner.planned_trials else counted(done, "trial") + " finished")
+        print(f"resuming the search in {config.project_dir}: {planned}; an unfinished one runs again", flush=True)
     tuner.search(verbose=0)  # keras-tuner's multi-line display off: ReportingTuner prints a line per trial
     return tuner
 
@@ -175,7 +180,7 @@ def finish(config, data, splits, search_seconds, role, writer, log):
     best = max(completed, key=lambda row: row[OBJECTIVE])
     values = best["values"]
     log(f"best: trial {best['trial']}, {OBJECTIVE} {best[OBJECTIVE]:.4f}: {describe(values)}; retraining it "
-        f"for {config.final_epochs} epoch(s) on the training split")
+        f"for {counted(config.final_epochs, 'epoch')} on the training split")
     # fresh: a retrain killed midway starts over (minutes), rather than refusing a backup made for
     # other values with advice (--fresh) that would discard the search itself.
     train_config = TrainConfig(model="mlp", name=MODEL_NAME, seed=config.seed, data_dir=config.data_dir,
@@ -228,6 +233,11 @@ def search(config, log=print, argv=None):
         data, splits = load_splits(config, log)
         writer.check_replaceable(len(splits.x_train), config.final_epochs, config.replace)
         prepare_state(config, data, log)
+        trials = ("hyperband's trials, of up to" if config.tuner == "hyperband"
+                  else f"{counted(config.trials, f'{config.tuner} trial')} of")
+        log(f"plan: {trials} {counted(config.epochs, 'epoch')} on {len(splits.x_train)} images (scored on "
+            f"{len(splits.x_val)} validation images), then the best values retrained for "
+            f"{counted(config.final_epochs, 'epoch')}, tested once and exported to {writer.output}")
         start = time.perf_counter()
         if role.supervises(config):
             supervise(config, argv, log)
