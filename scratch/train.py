@@ -34,6 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=positive_int, help="batch size (default: simple_cnn's recipe, 64)")
     parser.add_argument("--learning-rate", type=positive_float, help="Adam learning rate (default: simple_cnn's recipe, 0.001)")
     add_run_flags(parser, output_default=f"saved_models/{NAME}")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard an interrupted run's backup and start over (default: resume from it)")
     return parser.parse_args(argv)
 
 

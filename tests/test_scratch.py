@@ -156,3 +156,42 @@ def test_scratch_training_learns_real_mnist(real_mnist, tmp_path):
     record = train_scratch(scratch_config(epochs=2, subset=10000, data_dir=str(data_dir),
                                           output=str(tmp_path / "scratch")), log=lambda *_: None)
     assert record.validation_accuracy > 0.85 and record.test_accuracy > 0.85
+
+
+@pytest.mark.slow
+def test_a_killed_scratch_run_resumes_where_it_stopped_and_ends_as_if_never_stopped(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT, synthetic_digits, write_idx_dataset
+
+    rng = np.random.default_rng(1)
+    data_dir = write_idx_dataset(tmp_path / "digits", (*synthetic_digits(3000, rng), *synthetic_digits(300, rng)))
+    flags = dict(epochs=3, data_dir=str(data_dir), validation_size=500)
+    whole = train_scratch(scratch_config(**flags, output=str(tmp_path / "whole")), log=lambda *_: None)
+
+    output = tmp_path / "models" / "simple_cnn_scratch"
+    command = [sys.executable, "-m", "scratch.train", "--epochs", "3", "--data-dir", str(data_dir),
+               "--validation-size", "500", "--output", str(output)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    backup = output.parent / ".simple_cnn_scratch.backup" / "numpy_state.npz"
+    deadline = time.monotonic() + 300
+    while not backup.is_file():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no epoch was backed up in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not output.exists(), "a killed run exports nothing"
+
+    lines = []
+    resumed = train_scratch(scratch_config(**flags, output=str(output)), log=lines.append)
+    assert any(line.startswith("resuming from epoch ") and " of 3" in line for line in lines), lines
+    assert not any(line.startswith("epoch 1/3") for line in lines), "the completed epoch is not run again"
+    assert resumed.resumed_after_epoch >= 1 and resumed.epochs_run == 3
+    assert (resumed.test_accuracy, resumed.validation_accuracy) == (whole.test_accuracy, whole.validation_accuracy)
+    np.testing.assert_array_equal(keras.saving.load_model(output / "model.keras").get_weights()[0],
+                                  keras.saving.load_model(tmp_path / "whole" / "model.keras").get_weights()[0])
+    assert not backup.parent.exists(), "the backup goes once the model is exported"
