@@ -14,6 +14,7 @@ from mnist_lab.errors import UserError
 from models import DEFAULT_MODEL, REGISTRY
 
 MODELS_DIR = Path("saved_models")
+PROJECT_DIR = Path(__file__).resolve().parents[1]  # where saved_models/ is when run from the project's folder
 REQUEST_SECONDS = 20  # how long serve.py gives a connection to send a whole request (--request-timeout)
 MEMBERS_DIR = MODELS_DIR / "members"  # the seeds of `train.py --seeds/--ensemble`, not models of their own
 DEFAULT_SEED = 42

@@ -7,11 +7,13 @@ import math
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from mnist_lab import resume
+from mnist_lab.config import PROJECT_DIR
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import make_dataset
 from mnist_lab.data.splits import check_batch_size, make_splits
@@ -169,6 +171,10 @@ def train(config, data=None, log=print, spec=None, writer=None, **record_fields)
         splits = make_splits(data, config.validation_size, config.subset, final_fit=True)
         check_batch_size(recipe.batch_size, splits)
         writer.check_replaceable(len(splits.x_train), recipe.epochs, config.replace)
+        if not config.output and Path.cwd().resolve() != PROJECT_DIR:
+            log(f"{name}: no --output, so the model goes under this folder, to {writer.output.resolve()}, not "
+                f"under the project ({PROJECT_DIR}); run evaluate.py, predict.py and serve.py from here too, or "
+                "pass them --models-dir")
         validation = f"{len(splits.x_val)} validation" if len(splits.x_val) else "no validation (a final fit)"
         log(f"{name}: {len(splits.x_train)} training, {validation}, {len(splits.x_test)} test images; "
             f"{recipe.describe()}")

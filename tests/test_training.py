@@ -240,8 +240,12 @@ def test_a_smoke_run_never_replaces_a_fuller_model(tmp_path, synthetic_dir, monk
     shorter = TrainConfig(model="mlp", epochs=1, data_dir=str(synthetic_dir), validation_size=200, verbose=0)
     with pytest.raises(UserError, match="saved_models/mlp holds mlp trained on 1000 images for 2 epochs.*--replace"):
         train(shorter, log=quiet)
+    lines = []
     smoke = train(TrainConfig(model="mlp", epochs=1, subset=500, data_dir=str(synthetic_dir), validation_size=200,
-                              verbose=0), log=quiet)
+                              verbose=0), log=lines.append)
+    # Run from outside the project: the models go under this folder, and the run says where, in full.
+    assert f"mlp: no --output, so the model goes under this folder, to {tmp_path / 'saved_models' / 'mlp_subset500'}, " \
+           "not under the project" in "\n".join(lines)
     assert ModelRecord.load("saved_models/mlp") == real, "the real model is untouched"
     assert ModelRecord.load("saved_models/mlp_subset500") == smoke
     assert train(TrainConfig(**{**shorter.__dict__, "replace": True}), log=quiet).epochs_run == 1
