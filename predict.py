@@ -22,7 +22,7 @@ from pathlib import Path
 from mnist_lab.config import MODELS_DIR
 from mnist_lab.errors import UserError
 from mnist_lab.flags import ArgumentParser, add_model_flags
-from mnist_lab.startup import run
+from mnist_lab.startup import printable, run
 
 SHOW_DIR = "reports/predict"
 STDIN = "-"
@@ -93,16 +93,16 @@ def main(argv=None):
             name, data = read_image(argument)
             images.append((argument, name, preprocess.prepare_bytes(data, name)))
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {printable(str(error))}", file=sys.stderr)
             failed += 1
     if not images:
         return 1
     predictor, reason, runtime, note = load_predictor(args.models_dir, args.model, args.runtime,
-                                                      warn=lambda line: print(line, file=sys.stderr))
+                                                      warn=lambda line: print(printable(line), file=sys.stderr))
     if args.show_dir:
         from mnist_lab import plots  # Matplotlib, only for --show
     if not args.json:
-        print(f"model: {predictor.name} ({reason}), on {runtime}{note}")
+        print(printable(f"model: {predictor.name} ({reason}), on {runtime}{note}"))
     shown_names = set()
     for argument, name, seen in images:
         try:
@@ -113,7 +113,8 @@ def main(argv=None):
             else:
                 top = ", ".join(f"{d} {100 * p:.1f} %" for d, p in prediction.top())
                 unsure = f", unsure: {prediction.unsure}" if prediction.unsure else ""
-                print(f"{name}: {prediction.digit} ({100 * prediction.probability:.1f} %{unsure})   top 3: {top}")
+                print(printable(f"{name}: {prediction.digit} ({100 * prediction.probability:.1f} %{unsure})   "
+                                f"top 3: {top}"))
             if args.show_dir:
                 stem = "stdin" if argument == STDIN else Path(argument).stem
                 while stem in shown_names:  # a/7.png and b/7.jpg must not overwrite each other
@@ -122,9 +123,9 @@ def main(argv=None):
                 shown = Path(args.show_dir) / f"{stem}.png"
                 write_shown(plots, prediction, shown, f"{Path(name).name}: {prediction.digit} ({predictor.name})")
                 if not args.json:
-                    print(f"  as the model saw it: {shown}")
+                    print(printable(f"  as the model saw it: {shown}"))
         except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {printable(str(error))}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
 

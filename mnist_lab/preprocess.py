@@ -63,8 +63,10 @@ class ImageTooLarge(ImageError):
     """More pixels than MAX_PIXELS."""
 
 
-def too_large(name, pixels, limit=MAX_PIXELS):
-    return ImageTooLarge(f"{name}: {pixels} pixels is too large (at most {limit:,} pixels)")
+def too_large(name, pixels, limit=None):
+    """`limit`: the one for this image's format; None where the format is not known yet (both are said)."""
+    limits = f"{limit:,}" if limit else f"{MAX_PIXELS:,}, or {MAX_JPEG_PIXELS:,} for a JPEG,"
+    return ImageTooLarge(f"{name}: {pixels} pixels is too large (at most {limits} pixels)")
 
 
 def open_image(data, name="image"):

@@ -60,17 +60,26 @@ def stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def printable(text):
+    """`text` with control characters escaped: a file or folder named with terminal escapes cannot
+    recolour or rewrite the user's terminal through our messages."""
+    return "".join(character if character.isprintable() else repr(character)[1:-1] for character in text)
+
+
 def run(main, sigterm_stops=False):
     """Run an entry point's main(); turn a UserError, a missing package or Ctrl-C into one line and an exit
     code. `sigterm_stops`: SIGTERM too, as Ctrl-C (train.py and the search, which resume)."""
     if sigterm_stops and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop_on_sigterm)
+    # A name the terminal's encoding cannot show (PYTHONIOENCODING=ascii) is escaped, never a crash.
     if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(line_buffering=True)  # progress shows at once even through a pipe or tee
+        sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")  # progress shows at once in a pipe
+    if hasattr(sys.stderr, "reconfigure"):
+        sys.stderr.reconfigure(errors="backslashreplace")
     try:
         return main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:
         if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):

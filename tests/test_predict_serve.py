@@ -171,7 +171,9 @@ def test_the_size_is_checked_before_decoding():
         prepare_bytes(png_claiming(100, 100))
     with pytest.raises(ImageTooLarge, match="5000x5000 pixels is too large \\(at most 16,000,000 pixels\\)"):
         prepare_bytes(png_claiming(5000, 5000))
-    with pytest.raises(ImageTooLarge, match="more than 178,956,970 pixels is too large"):  # Pillow's own bomb limit
+    # Pillow's own bomb limit, before the format is known: both of ours are said (a JPEG may have more)
+    with pytest.raises(ImageTooLarge, match="more than 178,956,970 pixels is too large \\(at most 16,000,000, or "
+                                            "50,000,000 for a JPEG, pixels\\)"):
         prepare_bytes(png_claiming(20000, 10000))
 
 
@@ -931,3 +933,17 @@ def test_slow_and_idle_connections_are_closed_at_their_deadline_and_the_server_s
         assert httpx.get(f"{served.url}/health", timeout=5).status_code == 200
         for connection in idle + trickling:
             connection.close()
+
+
+@pytest.mark.slow
+def test_names_the_terminal_cannot_show_or_that_hold_escapes_are_printed_escaped(digits_model, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(digits_model / "cnn", models / "\x1b[31mred")  # a folder named to recolour the terminal
+    image = tmp_path / "chiffre_é.png"
+    image.write_bytes(encode(bar(), "PNG"))
+    done = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(image), "--models-dir", str(models),
+                           "--model", "\x1b[31mred"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "\x1b" not in done.stdout and done.stdout.startswith("model: \\x1b[31mred (chosen with --model)")
+    assert done.stdout.splitlines()[1].startswith(f"{str(image)[:-len('é.png')]}\\xe9.png: ")
