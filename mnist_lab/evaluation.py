@@ -5,7 +5,6 @@
 exactly as a server would load them, not from their `.keras` files.
 """
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from mnist_lab.data import load_mnist
 from mnist_lab.data.splits import to_model_input
 from mnist_lab.errors import ModelError
 from mnist_lab.flags import check_writable_dir
-from mnist_lab.text import counted
+from mnist_lab.text import counted, write_json, write_text
 from models import NUM_CLASSES
 
 GRID_SIZE = 50  # test images shown in the predictions grid
@@ -60,9 +59,8 @@ def tta_probabilities(predict, images, shifts=TTA_SHIFTS):
 def write_reports(name, images, labels, probabilities, report, matrix, folder):
     folder.mkdir(parents=True, exist_ok=True)
     predicted = probabilities.argmax(axis=1)
-    (folder / "classification_report.txt").write_text(
-        f"{name} on {len(labels)} test images\n\n{report}\nconfusion matrix (rows: true, columns: predicted)\n"
-        f"{np.array2string(matrix, max_line_width=200)}\n")
+    write_text(f"{name} on {len(labels)} test images\n\n{report}\nconfusion matrix (rows: true, columns: predicted)\n"
+               f"{np.array2string(matrix, max_line_width=200)}\n", folder / "classification_report.txt")
     plots.confusion_matrix(matrix, folder / "confusion_matrix.png", f"{name}: confusion matrix")
 
     shown = np.arange(min(GRID_SIZE, len(labels)))
@@ -187,7 +185,7 @@ def evaluate(config, data=None, log=print):
         table = format_table(rows)
         reports = Path(config.reports_dir)
         reports.mkdir(parents=True, exist_ok=True)
-        (reports / "summary.md").write_text(f"Test set: {len(data.y_test)} images from {data.source}\n\n{table}\n")
+        write_text(f"Test set: {len(data.y_test)} images from {data.source}\n\n{table}\n", reports / "summary.md")
         log(f"\n{table}\n\nreports written to {reports}/")
     return rows, failures
 
@@ -248,16 +246,15 @@ def evaluate_corruptions(config, data=None, log=print):
     if rows:
         table = format_corruption_table(rows)
         reports = Path(config.reports_dir)
-        (reports / "corruptions.md").write_text(
-            f"Accuracy (%) on the {len(data.y_test)} test images from {data.source}, clean and under each of "
-            f"{len(corrupted)} corruptions after MNIST-C (mnist_lab/corruptions.py, seed {SEED}); mCE: mean "
-            f"corruption error (%), the plain mean of the {len(corrupted)} error rates, lower is better. "
-            f"Written by `python evaluate.py --corruptions`.\n\n{table}\n")
+        write_text(f"Accuracy (%) on the {len(data.y_test)} test images from {data.source}, clean and under each of "
+                   f"{len(corrupted)} corruptions after MNIST-C (mnist_lab/corruptions.py, seed {SEED}); mCE: mean "
+                   f"corruption error (%), the plain mean of the {len(corrupted)} error rates, lower is better. "
+                   f"Written by `python evaluate.py --corruptions`.\n\n{table}\n", reports / "corruptions.md")
         summary = {"test_images": len(data.y_test), "data_source": data.source, "seed": SEED,
                    "corruptions": list(corrupted),
                    "mean_corruption_error": "plain mean of the error rates over the corruptions (MNIST-C's "
                                             "mean error, not ImageNet-C's AlexNet-normalised CE)",
                    "models": sorted(rows, key=lambda r: r["mean_corruption_error"])}
-        (reports / "corruptions.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(summary, reports / "corruptions.json")
         log(f"\n{table}\n\nwritten to {reports / 'corruptions.md'} and {reports / 'corruptions.json'}")
     return rows, failures

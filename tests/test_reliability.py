@@ -457,6 +457,9 @@ def test_a_full_disk_is_one_line_in_train_and_evaluate(tmp_path, synthetic_dir, 
         assert done.returncode == 1 and "Traceback" not in done.stderr
         (line,) = done.stderr.strip().splitlines()
         assert line.startswith("error: cannot write") and "No space left on device" in line
+        written = [path for path in (disk / "reports").rglob("*") if path.is_file()]
+        assert not [path for path in written if path.stat().st_size == 0 or ".partial" in path.name], \
+            "a report is written whole or not at all"
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
