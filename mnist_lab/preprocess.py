@@ -45,6 +45,9 @@ MAX_PIXELS = 16_000_000
 # A JPEG decodes at 1/2 to 1/8 of its size (draft, below), so a 48-megapixel phone photo costs a few MB.
 MAX_JPEG_PIXELS = 50_000_000
 WORKING_SIZE = 1024  # larger pictures are shrunk first: a digit needs no more, memory stays small
+# A picture this many times longer than it is wide (a strip: a line of a form, a scanned margin) is cut
+# down to the stretch that holds ink before shrinking, which would otherwise leave a line of pixels.
+STRIP_RATIO = 8
 # Pillow's names for the formats read here. Any other (EPS runs Ghostscript, PDF, PSD, ...) is refused unread.
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 USE_FORMATS = "use PNG, JPEG, BMP, GIF, TIFF or WebP"
@@ -90,6 +93,7 @@ def open_image(data, name="image"):
     try:
         image.draft("L", (WORKING_SIZE, WORKING_SIZE))  # JPEG decodes straight at a reduced size
         image.load()
+        image = inked_stretch(image)
         if max(image.size) > WORKING_SIZE:
             image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
         return ImageOps.exif_transpose(image)  # phone photos store their rotation in EXIF
@@ -97,6 +101,24 @@ def open_image(data, name="image"):
         raise too_large(name, f"more than {2 * Image.MAX_IMAGE_PIXELS:,}") from None
     except Exception as error:  # damaged data: struct.error, EOFError, OSError, SyntaxError, ... from the decoders
         raise ImageError(f"{name}: a damaged or unreadable image ({first_line(error)}); {USE_FORMATS}") from None
+
+
+def inked_stretch(image):
+    """A long strip cut down to the stretch that holds ink, with a margin as wide as the strip; any other
+    picture (or a strip without clear ink, or in a mode without a greyscale) as it is."""
+    long_side, short_side = max(image.size), min(image.size)
+    if long_side <= WORKING_SIZE or long_side < STRIP_RATIO * short_side or image.mode in ("F", "I", "LAB", "HSV"):
+        return image
+    grey = np.asarray(image.convert("L"))  # a byte a pixel: no copy larger than the decoded picture
+    if image.width < image.height:
+        grey = grey.T
+    paper = int(np.median(grey[::max(1, grey.shape[0] // 64), ::max(1, grey.shape[1] // 4096)]))
+    inked = np.flatnonzero((paper - grey.min(axis=0).astype(int) > 64) | (grey.max(axis=0).astype(int) - paper > 64))
+    if not inked.size:
+        return image
+    first, last = max(0, inked[0] - short_side), min(long_side, inked[-1] + 1 + short_side)
+    box = (first, 0, last, short_side) if image.width > image.height else (0, first, short_side, last)
+    return image.crop(box)
 
 
 def finite_to_unit(values, name):

@@ -947,3 +947,26 @@ def test_names_the_terminal_cannot_show_or_that_hold_escapes_are_printed_escaped
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     assert "\x1b" not in done.stdout and done.stdout.startswith("model: \\x1b[31mred (chosen with --model)")
     assert done.stdout.splitlines()[1].startswith(f"{str(image)[:-len('é.png')]}\\xe9.png: ")
+
+
+@pytest.mark.parametrize("across", [True, False], ids=["a 20000x20 strip", "a 20x20000 column"])
+def test_a_digit_in_a_long_strip_is_found_not_called_blank(real_mnist, across):
+    """Shrinking a 20000x20 strip to 1024 pixels long would leave a line of pixels: the strip is first cut
+    down to the stretch that holds ink, so the digit is prepared as it would be on a small card."""
+    digit = np.asarray(Image.fromarray(255 - real_mnist[0][0]).resize((20, 20)))  # dark on light, 20 px tall
+    strip, card = np.full((20, 20000), 255, np.uint8), np.full((20, 60), 255, np.uint8)
+    strip[:, 12000:12020], card[:, 20:40] = digit, digit
+    if not across:
+        strip, card = strip.T.copy(), card.T.copy()
+    seen = prepare_bytes(encode(Image.fromarray(strip), "PNG"), "strip")
+    np.testing.assert_allclose(seen, prepare_bytes(encode(Image.fromarray(card), "PNG")), atol=1e-6)
+
+
+@pytest.mark.parametrize("kept", [0.95, 0.7, 0.4, 0.1])
+def test_a_truncated_jpeg_is_called_damaged(kept):
+    page = np.full((2000, 3000), 250, np.uint8)
+    page[600:1400, 1400:1500] = 20  # a 1, big enough that the JPEG decodes at a reduced size
+    for progressive in (False, True):
+        data = encode(Image.fromarray(page), "JPEG", quality=90, progressive=progressive)
+        with pytest.raises(ImageError, match="a damaged or unreadable image"):
+            prepare_bytes(data[:int(len(data) * kept)], "cut.jpg")
