@@ -106,7 +106,7 @@ def main(argv=None):
     shown_names = set()
     for argument, name, seen in images:
         try:
-            prediction = predictor.predict_prepared(seen, name=name)
+            prediction = predictor.predict_prepared(seen)
             if args.json:  # allow_nan=False: a NaN can never make the line invalid JSON
                 print(json.dumps({"file": name, "model": predictor.name, "model_chosen": reason, "runtime": runtime,
                                   **prediction.to_dict()}, allow_nan=False))

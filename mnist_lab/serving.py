@@ -252,7 +252,7 @@ def create_app(model, models_dir=MODELS_DIR, host=None, runtime="savedmodel"):
         data = await read_image(request)
         try:
             seen = await prepare(data)
-            prediction = await run_in_threadpool(predictor.predict_prepared, seen, "upload")
+            prediction = await run_in_threadpool(predictor.predict_prepared, seen)
         except ImageTooLarge as exc:
             return error(413, str(exc).removeprefix("upload: "))
         except ImageError as exc:

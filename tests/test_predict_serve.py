@@ -970,3 +970,14 @@ def test_a_truncated_jpeg_is_called_damaged(kept):
         data = encode(Image.fromarray(page), "JPEG", quality=90, progressive=progressive)
         with pytest.raises(ImageError, match="a damaged or unreadable image"):
             prepare_bytes(data[:int(len(data) * kept)], "cut.jpg")
+
+
+def test_digits_written_side_by_side_are_unsure_and_one_digit_is_not(real_mnist):
+    x_train = real_mnist[0]
+    confident = np.eye(10)[3] * 0.99 + 0.001
+    pair = np.concatenate([x_train[0], x_train[1]], axis=1)  # a 5 and a 0 side by side, as written in a row
+    page = Image.fromarray(255 - np.pad(pair, 20)).resize((4 * (pair.shape[1] + 40), 4 * 68))
+    seen = prepare_bytes(encode(page, "PNG"))
+    assert unsure_reason(confident, seen) == "the ink is much wider than one digit: several side by side?"
+    alone = Image.fromarray(255 - np.pad(x_train[0], 20)).resize((272, 272))
+    assert unsure_reason(confident, prepare_bytes(encode(alone, "PNG"))) is None
