@@ -14,9 +14,11 @@ import os
 import shutil
 import sys
 import time
+import warnings
 
 import keras_tuner
 from keras_tuner.src import utils as keras_tuner_utils
+from sklearn.exceptions import ConvergenceWarning
 
 from mnist_lab.config import TrainConfig
 from mnist_lab.data import load_mnist
@@ -30,6 +32,10 @@ from mnist_lab.tuning.report import ReportingTuner, write_report
 from mnist_lab.tuning.roles import Role, supervise
 from mnist_lab.tuning.space import BATCH_SIZE, SCHEDULE, MlpHyperModel, describe, space_config, tuned_spec
 from mnist_lab.writer import FolderLock, ModelWriter, check_writable_dir
+
+# The Bayesian oracle's Gaussian process warns, two lines at a time, when a length scale reaches its
+# bound: normal with a few trials, and not for the user (one line per trial).
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 
 class ReportingBayesianOptimization(ReportingTuner, keras_tuner.BayesianOptimization):
