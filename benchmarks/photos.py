@@ -176,7 +176,8 @@ def main(argv=None):
     if trained_on_them:  # a final fit learnt the validation digits these photos are made of
         print(f"left out: {', '.join(trained_on_them)}, trained on the validation digits (--validation-size 0)")
     rows = [measure(folder, photos, splits) for folder in folders if folder.name not in trained_on_them]
-    rule = f"top probability below {predictor.UNSURE_BELOW:g}, or no clear digit"
+    rule = (f"top probability below {predictor.UNSURE_BELOW:g}, no clear digit, or ink over "
+            f"{predictor.WIDER_THAN:g} times as wide as tall")
     heading = (f"{len(LIGHTINGS)} x {args.per_lighting} photos of MNIST validation digits (seed {args.seed}); "
                f"unsure: {rule}.\n`python benchmarks/photos.py --per-lighting {args.per_lighting} --seed {args.seed}"
                f"{' --model ' + ' '.join(args.model) if args.model else ''}` on {cpu_name()}.")
