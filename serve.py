@@ -16,7 +16,7 @@ import sys
 
 from mnist_lab.config import MODELS_DIR, REQUEST_SECONDS
 from mnist_lab.flags import ArgumentParser, add_model_flags, check_port_free, port_number, positive_float
-from mnist_lab.startup import run
+from mnist_lab.startup import printable, run
 
 
 def parse_args(argv=None):
@@ -43,9 +43,10 @@ def main(argv=None):
     from mnist_lab.serving import RequestDeadline, create_app
 
     predictor, reason, runtime, note = load_predictor(args.models_dir, args.model, args.runtime,
-                                                      warn=lambda line: print(line, file=sys.stderr))
+                                                      warn=lambda line: print(printable(line), file=sys.stderr))
     app = create_app(predictor, args.models_dir, host=args.host)
-    print(f"serving {predictor.name} ({reason}), on {runtime}{note}, on http://{args.host}:{args.port}  (Ctrl-C stops)")
+    print(printable(f"serving {predictor.name} ({reason}), on {runtime}{note}, on http://{args.host}:{args.port}  "
+                    "(Ctrl-C stops)"))
     RequestDeadline.request_seconds = args.request_timeout
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=RequestDeadline)
     return 0

@@ -83,12 +83,18 @@ def check_backup(folder, settings):
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"{folder}: the interrupted run's backup is unreadable ({error}); "
                         "add --fresh to start over") from None
-    if saved_settings != settings:
-        changed = ", ".join(f"{key} {saved_settings.get(key)!r} -> {value!r}"
-                            for key, value in settings.items() if saved_settings.get(key) != value)
+    check_same_settings(folder, saved_settings, settings)
+    return history, seconds
+
+
+def check_same_settings(folder, saved, settings):
+    """Refuse, in one line naming what changed, a backup in `folder` made with `saved` settings, not these."""
+    settings = json.loads(json.dumps(settings))  # compare as saved: tuples come back as lists
+    if saved != settings:
+        changed = ", ".join(f"{key} {saved.get(key)!r} -> {value!r}"
+                            for key, value in settings.items() if saved.get(key) != value)
         raise UserError(f"{folder} holds an interrupted run with other settings ({changed}); "
                         "rerun that command to resume it, or add --fresh to start over")
-    return history, seconds
 
 
 def usable_copy(folder, most, log):

@@ -9,10 +9,10 @@ Train, the ensemble, the NumPy net and the tuner's final fit all write through `
         writer.write(model, record, history, epoch_seconds)  # stage, then swap in whole
 
 Beside a model folder `cnn/` this module, and nothing else, makes the hidden siblings (named by
-reader.sibling): `.cnn.lock` (the one-writer lock, a flock that the kernel releases however the process ends),
-`.cnn.backup` (a training run's per-epoch backup, mnist_lab/resume.py), `.cnn.tmp-PID` (the new
-folder being staged) and `.cnn.old-PID` (the previous folder, set aside where the kernel cannot
-swap two folders atomically). Readers never create, rename or delete any of them.
+reader.sibling): `.cnn.lock` (the one-writer lock, a flock that the kernel releases however the
+process ends), `.cnn.backup` (a training run's per-epoch backup, mnist_lab/resume.py), `.cnn.tmp-PID`
+(the new folder being staged) and `.cnn.old-PID` (the previous folder, set aside where the kernel
+cannot swap two folders atomically). Readers never create, rename or delete any of them.
 """
 
 import csv

@@ -13,6 +13,7 @@ from mnist_lab.data.splits import check_batch_size, make_splits, to_model_input
 from mnist_lab.errors import UserError
 from mnist_lab.record import ModelRecord
 from mnist_lab.text import counted
+from mnist_lab.resume import check_same_settings
 from mnist_lab.training import run_settings
 from mnist_lab.writer import ModelWriter
 from scratch import layers, network
@@ -118,11 +119,7 @@ def restore(folder, settings, params, optimizer, rng, history, epoch_seconds):
         with np.load(path, allow_pickle=False) as saved:
             state = json.loads(saved["state"].item())
             arrays = {key: saved[key] for key in saved.files if key != "state"}
-        if state["settings"] != json.loads(json.dumps(settings)):
-            changed = ", ".join(f"{key} {state['settings'].get(key)!r} -> {value!r}" for key, value in settings.items()
-                                if state["settings"].get(key) != json.loads(json.dumps(value)))
-            raise UserError(f"{folder} holds an interrupted run with other settings ({changed}); rerun that command "
-                            "to resume it, or add --fresh to start over")
+        check_same_settings(folder, state["settings"], settings)
         for name in params:
             params[name][...] = arrays[f"param.{name}"]
         optimizer.m = {key[2:]: value for key, value in arrays.items() if key.startswith("m.")}
