@@ -50,6 +50,9 @@ from mnist_lab.training import build_and_compile  # noqa: E402
 from models import REGISTRY  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each model's training is timed over at least this many images (and 40 steps): this machine's short
+# timings come in steps of about 2.6 s, so a window much shorter than that measures the steps.
+TIMED_IMAGES = 10240
 
 
 def forward_flops(model):
@@ -107,27 +110,33 @@ def time_to_accuracy(data, seed):
 
 
 class StepClock(keras.callbacks.Callback):
-    """Times training from the end of its first step to the end of its last: what `fit` does before the
-    first step (a new iterator refilling the shuffle buffer, its own set-up) is left out, as the
-    PyTorch twins leave out theirs."""
+    """Times training from the end of its first call to TensorFlow (one step, or the recipe's
+    `steps_per_execution`) to the end of its last, and counts the steps in between: what `fit` does
+    before (a new iterator refilling the shuffle buffer, its own set-up) is left out, as the PyTorch
+    twins leave out theirs. Keras numbers a call by its last step as if it were whole, so a timed
+    fit must run whole calls."""
 
     def on_train_batch_end(self, batch, logs=None):
-        if batch == 0:
-            self.start = time.perf_counter()
+        if not hasattr(self, "start"):
+            self.start, self.first = time.perf_counter(), batch
+        self.last = batch
 
     def on_train_end(self, logs=None):
-        self.seconds = time.perf_counter() - self.start
+        self.seconds, self.steps = time.perf_counter() - self.start, self.last - self.first
 
 
 def training_throughput(name, data, steps):
-    """Steady-state training images per second for the model's recipe batch size, over `steps` + 1 steps."""
+    """Steady-state training images per second for the model's recipe batch size, over about `steps` steps
+    after the first call."""
     model, recipe = compiled(name, steps_per_epoch=1000)
     batches = make_dataset(data.x_train, data.y_train, recipe.batch_size, shuffle=True, seed=0,
                            augment=recipe.augment).repeat()
-    model.fit(batches, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing and first allocations
+    calls = recipe.steps_per_execution
+    model.fit(batches, steps_per_epoch=3 * calls, epochs=1, verbose=0, shuffle=False)  # warm-up: tracing, allocations
     clock = StepClock()
-    model.fit(batches, steps_per_epoch=steps + 1, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
-    return model, steps * recipe.batch_size / clock.seconds
+    steps = -(-steps // calls) * calls  # whole calls
+    model.fit(batches, steps_per_epoch=steps + calls, epochs=1, verbose=0, shuffle=False, callbacks=[clock])
+    return model, clock.steps * recipe.batch_size / clock.seconds, clock.steps
 
 
 def inference(model, images, single_calls):
@@ -206,8 +215,8 @@ def run(quick=False, seeds=5, models=None, data_dir=None, log=print, compare=Fal
     images = to_model_input(data.x_test)
     rows = []
     for name in models:
-        steps = 3 if quick else 40
-        model, rate = training_throughput(name, data, steps)
+        steps = 3 if quick else max(40, TIMED_IMAGES // REGISTRY[name].recipe.batch_size)
+        model, rate, trained_steps = training_throughput(name, data, steps)
         flops = training_flops(model)
         achieved = rate * flops / 1e9
         infer_rate, p50, p99 = inference(model, images, 20 if quick else 300)
@@ -220,7 +229,7 @@ def run(quick=False, seeds=5, models=None, data_dir=None, log=print, compare=Fal
         if twins and name not in twins.TWINS:
             log(f"{name}: no PyTorch twin (twins: {', '.join(twins.TWINS)})")
         elif twins:
-            trained = steps * REGISTRY[name].recipe.batch_size
+            trained = trained_steps * REGISTRY[name].recipe.batch_size
             rows[-1]["vs_pytorch"] = vs_pytorch(twins, model, name, data, trained, trained / rate, log)
 
     return {

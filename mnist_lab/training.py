@@ -31,15 +31,21 @@ DIVERGED_LOSS = 10 * math.log(NUM_CLASSES)
 
 
 class Diverged(Exception):
-    def __init__(self, loss, epoch, batch=None):
-        where = f"in epoch {epoch}, batch {batch}" if batch else f"as epoch {epoch}'s mean"
+    def __init__(self, loss, epoch, batches=None):
+        """`batches`: (first, last) of the call to TensorFlow in which the loss turned; None: at the epoch's end."""
+        if batches is None:
+            where = f"as epoch {epoch}'s mean"
+        else:
+            first, last = batches
+            where = f"in epoch {epoch}, batch {last}" if first == last else f"in epoch {epoch}, batches {first}-{last}"
         super().__init__(f"the loss became {loss:.4g} {where}")
         self.loss = loss
 
 
 class StopOnDivergence(keras.callbacks.Callback):
-    """Stop at the first batch whose loss is NaN or infinite, or the first epoch whose mean loss is
-    more than ten times what guessing gives, saying where.
+    """Stop at the first batch whose loss is NaN or infinite (at the end of its call to TensorFlow, which
+    runs the recipe's `steps_per_execution` batches), or the first epoch whose mean loss is more than
+    ten times what guessing gives, saying where.
 
     It raises rather than asking Keras to stop: a normal stop runs `on_train_end`, and nothing of
     a diverged run may look finished. Listed first, so the backup keeps the last good epoch.
@@ -48,10 +54,13 @@ class StopOnDivergence(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch + 1
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            raise Diverged(loss, self.epoch, batch + 1)
+    def on_train_batch_begin(self, batch, logs=None):
+        self.first_batch = batch + 1
+
+    def on_train_batch_end(self, batch, logs=None):  # after each call: several batches under steps_per_execution
+        loss = float((logs or {}).get("loss", 0.0))  # the epoch's running mean: NaN from the first NaN batch on
+        if not math.isfinite(loss):  # Keras numbers an epoch's last call as if whole: its last batch is the epoch's
+            raise Diverged(loss, self.epoch, (self.first_batch, min(batch + 1, self.params.get("steps") or batch + 1)))
 
     def on_epoch_end(self, epoch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
@@ -60,7 +69,8 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class CtrlC(keras.callbacks.Callback):
-    """Ctrl-C (SIGINT) or SIGTERM becomes a KeyboardInterrupt at the next batch's end, after the epoch's backup.
+    """Ctrl-C (SIGINT) or SIGTERM becomes a KeyboardInterrupt at the next batch's end (at the end of the call to
+    TensorFlow running it, under steps_per_execution), after the epoch's backup.
 
     Python's own handler raises wherever the main thread happens to be, and a KeyboardInterrupt
     raised inside a finalizer (tf.data's iterators have them) is printed and dropped: training
@@ -128,7 +138,8 @@ def build_and_compile(spec, recipe, steps_per_epoch):
     """The model built per its recipe (precision included) and compiled with the recipe's optimizer."""
     model = build_model(spec, recipe)
     model.compile(optimizer=make_optimizer(recipe, steps_per_epoch), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=recipe.jit_compile)
+                  metrics=["accuracy"], jit_compile=recipe.jit_compile,
+                  steps_per_execution=recipe.steps_per_execution)
     return model
 
 

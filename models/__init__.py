@@ -48,6 +48,8 @@ class Recipe:
     augment: Union[bool, str] = False  # one of AUGMENTATIONS
     adam_betas: tuple = (0.9, 0.999)
     jit_compile: bool = False  # XLA-compile the training step
+    steps_per_execution: int = 1  # training steps TensorFlow runs per call from Python: fewer round trips
+    # where a step takes milliseconds; the batch-level callbacks (the NaN stop, Ctrl-C) act after each call
     mixed_bfloat16: bool = False  # compute in bfloat16, keep weights and the output in float32
 
     def __post_init__(self):

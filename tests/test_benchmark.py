@@ -26,6 +26,15 @@ def test_flop_count_of_a_tiny_model_equals_the_hand_count():
     assert speed.training_flops(model) == 3 * forward
 
 
+def test_the_step_clock_counts_the_steps_after_the_first_call_under_steps_per_execution():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse", steps_per_execution=4)
+    clock = speed.StepClock()
+    model.fit(np.zeros((12, 3)), np.zeros((12, 2)), batch_size=1, epochs=1, verbose=0, callbacks=[clock])
+    assert (clock.first, clock.last, clock.steps) == (3, 11, 8)  # calls end after steps 4, 8 and 12
+    assert clock.seconds > 0
+
+
 @pytest.mark.slow
 def test_quick_mode_writes_every_field(real_mnist, tmp_path, capsys):
     from tests.conftest import write_idx_dataset

@@ -369,6 +369,19 @@ def test_a_finite_but_exploding_loss_is_a_diverged_run_and_keeps_the_good_model(
     assert ModelRecord.load(tmp_path / "mlp") == good
 
 
+@pytest.mark.parametrize("bad_step, where", [(6, "batches 5-8"), (10, "batches 9-10")])
+def test_a_nan_loss_names_the_call_it_appeared_in_under_steps_per_execution(bad_step, where):
+    from mnist_lab.training import Diverged, StopOnDivergence
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile("sgd", "mse", steps_per_execution=4)  # calls of steps 1-4, 5-8, then 9-10
+    x = np.zeros((10, 3), np.float32)
+    x[bad_step - 1] = np.inf
+    with pytest.raises(Diverged, match=f"^the loss became nan in epoch 1, {where}$"):
+        model.fit(x, np.zeros((10, 2)), batch_size=1, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[StopOnDivergence()])
+
+
 def test_a_foreign_savedmodel_without_variables_is_evaluated_beside_the_others(tmp_path, synthetic_dir):
     """A plain tf.Module taking (None, 28, 28, 1) and giving 10 probabilities: no Keras, no variables, no record."""
     class Foreign(tf.Module):
