@@ -119,7 +119,8 @@ REGISTRY = {
         "Simple-Conv-Net-from-Scratch: ~97 %",
     ),
     "cnn": ModelSpec(
-        "cnn:build_cnn", Recipe(epochs=5, batch_size=64),
+        # 16 steps a call: whole epochs 8 % faster for cnn, 16 % for lenet5 (docs/speed.md), the same figures.
+        "cnn:build_cnn", Recipe(epochs=5, batch_size=64, steps_per_execution=16),
         "the classic CNN: Conv 32 3x3, MaxPool, Conv 64 3x3, MaxPool, Dense 128; Adam, batch 64",
         "Convolutional Neural Network (CNN) on MNIST: ~98.9 %",
     ),
@@ -131,7 +132,8 @@ REGISTRY = {
     "lenet5": ModelSpec(
         # Validation: 98.47 % with a constant 1e-3, batch 128, 15 epochs; 98.73 % with batch 64, 2e-3
         # and cosine decay over 20 epochs; 99.13 % adding augmentation (this recipe).
-        "lenet5:build_lenet5", Recipe(epochs=20, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True),
+        "lenet5:build_lenet5", Recipe(epochs=20, batch_size=64, learning_rate=2e-3, schedule="cosine", augment=True,
+                                     steps_per_execution=16),
         "LeNet-5: C1 6@5x5, S2, C3 16@5x5, S4, F5 120, F6 84; tanh, average pooling; augmentation, cosine decay",
         "MNIST Classification Project: 98.96 %; LeCun et al. 1998: 0.95 % error (99.05 %)",
     ),
