@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from mnist_lab import resume
+from mnist_lab.batchnorm import fuse_batch_norm
 from mnist_lab.config import PROJECT_DIR
 from mnist_lab.data import load_mnist
 from mnist_lab.data.pipeline import make_dataset
@@ -122,14 +123,15 @@ def fit_verbosity(verbose=None):
 
 
 def build_model(spec, recipe):
-    """The model, under Keras' mixed bfloat16 policy when the recipe asks and the device computes
-    bfloat16 natively; the global policy is restored."""
+    """The model, its BatchNorm training through TensorFlow's fused kernel (mnist_lab/batchnorm.py), under
+    Keras' mixed bfloat16 policy when the recipe asks and the device computes bfloat16 natively; the
+    global policy is restored."""
     if not (recipe.mixed_bfloat16 and bfloat16_is_native()):
-        return spec.build()
+        return fuse_batch_norm(spec.build())
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        return spec.build()
+        return fuse_batch_norm(spec.build())
     finally:
         keras.mixed_precision.set_global_policy(previous)
 
