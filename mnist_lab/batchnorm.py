@@ -10,12 +10,15 @@ is a plain Keras model and its SavedModel needs none of this code.
 import keras
 import tensorflow as tf
 
+MIN_EPSILON = 1.001e-5  # the fused kernel raises a smaller epsilon to this
+
 
 def fuse_batch_norm(model):
     """`model`, with each BatchNormalization over the channels of 4-D maps training through the fused kernel."""
     for layer in model.layers:
         if (type(layer) is keras.layers.BatchNormalization and len(layer.input.shape) == 4
-                and layer.axis in (-1, 3) and layer.center and layer.scale and not layer.renorm):
+                and layer.axis in (-1, 3) and layer.center and layer.scale and not layer.renorm
+                and layer.epsilon >= MIN_EPSILON):
             layer.call = _fused_training(layer, layer.call)
     return model
 
