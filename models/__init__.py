@@ -48,15 +48,18 @@ class Recipe:
     augment: Union[bool, str] = False  # one of AUGMENTATIONS
     adam_betas: tuple = (0.9, 0.999)
     jit_compile: bool = False  # XLA-compile the training step
-    steps_per_execution: int = 1  # training steps TensorFlow runs per call from Python: fewer round trips
-    # where a step takes milliseconds; the batch-level callbacks (the NaN stop, Ctrl-C) act after each call
+    # Training steps TensorFlow runs per call from Python: fewer round trips where a step takes milliseconds;
+    # the batch-level callbacks (the NaN stop, Ctrl-C) act after each call. Speed alone: the same weights,
+    # so not part of what a record or a backup is compared on.
+    steps_per_execution: int = field(default=1, compare=False)
     mixed_bfloat16: bool = False  # compute in bfloat16, keep weights and the output in float32
 
     def __post_init__(self):
         check_augmentation(self.augment)
 
     def to_dict(self):
-        return asdict(self)
+        """What the recipe trains, as a record keeps it: every field but those of speed alone."""
+        return {name: value for name, value in asdict(self).items() if RECIPE_FIELDS[name].compare}
 
     @classmethod
     def from_dict(cls, values):
@@ -85,7 +88,7 @@ class Recipe:
         return ", ".join(words)
 
 
-RECIPE_FIELDS = {recipe_field.name for recipe_field in dataclasses.fields(Recipe)}
+RECIPE_FIELDS = {recipe_field.name: recipe_field for recipe_field in dataclasses.fields(Recipe)}
 
 
 @dataclass(frozen=True)
