@@ -18,7 +18,7 @@ def fuse_batch_norm(model):
     for layer in model.layers:
         if (type(layer) is keras.layers.BatchNormalization and len(layer.input.shape) == 4
                 and layer.axis in (-1, 3) and layer.center and layer.scale and not layer.renorm
-                and layer.epsilon >= MIN_EPSILON):
+                and layer.epsilon >= MIN_EPSILON and not layer.synchronized and layer.variable_dtype == "float32"):
             layer.call = _fused_training(layer, layer.call)
     return model
 
